@@ -1,0 +1,1 @@
+"""The `nmt` command line: thin Typer adapters over the `nmt` library."""

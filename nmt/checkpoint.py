@@ -1,0 +1,146 @@
+"""Self-describing, atomic checkpoints that load with `torch.load(..., weights_only=True)`.
+
+A checkpoint is a plain dict of tensors, numbers, strings and bytes:
+
+    format, version        "nmt-checkpoint", 1
+    arch, model_config     the architecture name and its config (a dict), enough to rebuild the model
+    model                  the model's state_dict
+    tokenizers             {"source": bytes, "target": bytes}: the SentencePiece models
+    languages              {"source": "it", "target": "en"}
+    train_state            optimizer, schedule, step, data position and RNG states (absent in averaged models)
+    meta                   anything informative: package version, data directory, dev BLEU, ...
+
+So `nmt translate --checkpoint run/best.pt` needs nothing else, and loading never runs pickled code.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from nmt.config import ModelConfig, from_dict, model_config_class, to_dict
+from nmt.errors import UserError
+from nmt.tokenizer import Tokenizer, TokenizerPair
+
+FORMAT = "nmt-checkpoint"
+VERSION = 1
+
+
+@dataclass
+class Checkpoint:
+    arch: str
+    model_config: ModelConfig
+    model_state: dict[str, torch.Tensor]
+    tokenizers: TokenizerPair
+    languages: dict[str, str]
+    train_state: dict[str, Any] | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def build_model(self, device: torch.device | str = "cpu"):
+        """The model with these weights, in eval mode, on `device`."""
+        from nmt.models import build_model
+
+        model = build_model(self.arch, self.model_config)
+        model.load_state_dict(self.model_state)
+        return model.to(device).eval()
+
+
+def atomic_write(path: Path, write) -> None:
+    """Call `write(file_object)` on a temporary file beside `path`, then rename it over `path`.
+
+    A crash (even kill -9) leaves either the old file or the new one, never a half-written one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_directory(path.parent)
+
+
+def _fsync_directory(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def save_checkpoint(path: Path, checkpoint: Checkpoint) -> None:
+    """Write `checkpoint` to `path` atomically."""
+    from nmt import __version__
+
+    payload = {
+        "format": FORMAT,
+        "version": VERSION,
+        "arch": checkpoint.arch,
+        "model_config": to_dict(checkpoint.model_config),
+        "model": checkpoint.model_state,
+        "tokenizers": {
+            "source": checkpoint.tokenizers.source.model_proto,
+            "target": checkpoint.tokenizers.target.model_proto,
+        },
+        "languages": dict(checkpoint.languages),
+        "meta": {"package_version": __version__, **checkpoint.meta},
+    }
+    if checkpoint.train_state is not None:
+        payload["train_state"] = checkpoint.train_state
+    atomic_write(path, lambda handle: torch.save(payload, handle))
+
+
+def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> Checkpoint:
+    """Read a checkpoint; every way it can be wrong ends in a `UserError` naming the file."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"checkpoint not found: {path}")
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} is not a file")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else "unsafe content"
+        raise UserError(
+            f"refusing to load {path}: it holds objects that are not plain weights ({first_line[:200]})"
+        ) from None
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserError(f"cannot read checkpoint {path}: it is truncated or not a checkpoint ({reason[:200]})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise UserError(f"{path} is not an nmt checkpoint")
+    if payload.get("version") != VERSION:
+        raise UserError(f"{path} has checkpoint version {payload.get('version')}; this nmt reads version {VERSION}")
+    try:
+        arch = payload["arch"]
+        config = from_dict(model_config_class(arch), payload["model_config"])
+        source = Tokenizer(payload["tokenizers"]["source"])
+        target_proto = payload["tokenizers"]["target"]
+        target = source if target_proto == source.model_proto else Tokenizer(target_proto)
+        return Checkpoint(
+            arch=arch,
+            model_config=config,
+            model_state=payload["model"],
+            tokenizers=TokenizerPair(source, target),
+            languages=payload.get("languages", {}),
+            train_state=payload.get("train_state"),
+            meta=payload.get("meta", {}),
+        )
+    except (KeyError, TypeError) as error:
+        raise UserError(f"{path} is an incomplete nmt checkpoint (missing {error})") from None

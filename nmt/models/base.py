@@ -1,0 +1,99 @@
+"""The one contract every architecture implements.
+
+Everything outside `nmt/models/` (training, decoding, evaluation) uses only this interface:
+
+    forward(src, src_lengths, tgt_in) -> logits (B, T, V)      teacher forcing, for training
+    encode(src, src_lengths) -> Encoded                        run the encoder once
+    start(encoded) -> State                                    decoder state before the first target token
+    step(prev, state) -> (log_probs (B, V), State)             one decoder step, incremental
+    reorder(state, index) -> State                             batch-first index_select, for beam search
+
+State goes in and comes back out: a model keeps no per-batch state on `self`. A state is a dataclass of
+batch-first tensors (or lists/tuples of them), so the default `reorder` can select rows of every one of them;
+beam search also uses `reorder` with a repeated index to expand each sentence into its beams.
+
+Conventions shared by all models:
+- `src` (B, S) holds source ids followed by EOS and then PAD; `src_lengths` (B,) counts the real tokens
+  including EOS. Batches are right-padded.
+- `tgt_in` (B, T) is BOS followed by the target ids (teacher forcing input); the training target is the same
+  ids followed by EOS.
+- `pad_mask` is True at padding.
+- `step` returns float32 log-probabilities, whatever the autocast dtype.
+- The state exposes the decoder's attention over the source for the token just produced as
+  `state.attention` (B, S), or None for a model without attention.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from nmt.tokenizer import BOS_ID, EOS_ID, PAD_ID
+
+
+def reorder_tree(value: Any, index: Tensor) -> Any:
+    """Select rows `index` along dim 0 of every tensor in a (nested) dataclass, list, tuple or dict."""
+    if isinstance(value, Tensor):
+        return value.index_select(0, index)
+    if value is None or isinstance(value, (int, float, bool, str)):
+        return value
+    if dataclasses.is_dataclass(value):
+        return dataclasses.replace(
+            value, **{f.name: reorder_tree(getattr(value, f.name), index) for f in dataclasses.fields(value)}
+        )
+    if isinstance(value, (list, tuple)):
+        return type(value)(reorder_tree(item, index) for item in value)
+    if isinstance(value, dict):
+        return {key: reorder_tree(item, index) for key, item in value.items()}
+    raise TypeError(f"cannot reorder a {type(value).__name__} in a decoder state")
+
+
+class Seq2Seq(nn.Module):
+    """Base class of the encoder-decoder models. Subclasses implement forward, encode, start and step."""
+
+    #: Whether `state.attention` holds real encoder-decoder attention weights.
+    has_attention: ClassVar[bool] = False
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+
+    def forward(self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor) -> Tensor:
+        """Teacher-forced logits (B, T, V) for `tgt_in` (B, T)."""
+        raise NotImplementedError
+
+    def encode(self, src: Tensor, src_lengths: Tensor):
+        """Run the encoder over `src` (B, S)."""
+        raise NotImplementedError
+
+    def start(self, encoded) -> Any:
+        """The decoder state before the first target token (BOS is fed by the first `step`)."""
+        raise NotImplementedError
+
+    def step(self, prev: Tensor, state: Any) -> tuple[Tensor, Any]:
+        """Feed `prev` (B,) token ids; return float32 log-probs (B, V) of the next token and the new state."""
+        raise NotImplementedError
+
+    def reorder(self, state: Any, index: Tensor) -> Any:
+        """Keep rows `index` (a LongTensor on the state's device) of every tensor in the state."""
+        return reorder_tree(state, index)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+def source_pad_mask(src: Tensor) -> Tensor:
+    """(B, S) True at padding."""
+    return src.eq(PAD_ID)
+
+
+def add_bos(tgt: Tensor) -> Tensor:
+    """Teacher-forcing input: BOS followed by the target ids without their last position."""
+    bos = torch.full_like(tgt[:, :1], BOS_ID)
+    return torch.cat([bos, tgt[:, :-1]], dim=1)
+
+
+__all__ = ["BOS_ID", "EOS_ID", "PAD_ID", "Seq2Seq", "add_bos", "reorder_tree", "source_pad_mask"]

@@ -1,0 +1,125 @@
+"""SentencePiece subword models: training, encoding, decoding.
+
+The special ids are defined here and nowhere else; SentencePiece is trained to use exactly these ids, so
+token ids mean the same in the data files, the models and the checkpoints.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import sentencepiece as spm
+
+PAD_ID = 0
+UNK_ID = 1
+BOS_ID = 2
+EOS_ID = 3
+SPECIAL_IDS = {"pad": PAD_ID, "unk": UNK_ID, "bos": BOS_ID, "eos": EOS_ID}
+
+
+@dataclass(frozen=True)
+class SentencePieceSettings:
+    vocab_size: int = 8000
+    model_type: str = "unigram"  # or "bpe"
+    character_coverage: float = 1.0
+    input_sentence_size: int = 1_000_000  # sentences sampled for training on large corpora; 0 = all
+    seed: int = 1
+
+
+def train_sentencepiece(sentences: Iterable[str], settings: SentencePieceSettings) -> bytes:
+    """Train a SentencePiece model on `sentences`; return the serialized model.
+
+    `hard_vocab_limit=False` lets a tiny corpus (tests, the synthetic pair) ask for more pieces than it can
+    support without failing: the vocabulary is then simply smaller.
+    """
+    import io
+
+    model = io.BytesIO()
+    spm.set_random_generator_seed(settings.seed)  # input sampling is then reproducible
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(sentences),
+        model_writer=model,
+        vocab_size=settings.vocab_size,
+        model_type=settings.model_type,
+        character_coverage=settings.character_coverage,
+        input_sentence_size=settings.input_sentence_size,
+        shuffle_input_sentence=True,
+        hard_vocab_limit=False,
+        pad_id=PAD_ID,
+        unk_id=UNK_ID,
+        bos_id=BOS_ID,
+        eos_id=EOS_ID,
+        num_threads=2,
+        minloglevel=2,
+    )
+    return model.getvalue()
+
+
+class Tokenizer:
+    """One SentencePiece model. Ids never include BOS/EOS: the models add them where they need them."""
+
+    def __init__(self, model_proto: bytes):
+        self.model_proto = model_proto
+        self._sp = spm.SentencePieceProcessor(model_proto=model_proto)
+
+    @classmethod
+    def load(cls, path: Path) -> Tokenizer:
+        return cls(Path(path).read_bytes())
+
+    def __len__(self) -> int:
+        return self._sp.get_piece_size()
+
+    @property
+    def vocab_size(self) -> int:
+        return self._sp.get_piece_size()
+
+    def encode(self, text: str) -> list[int]:
+        return self._sp.encode(text, out_type=int)
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        return self._sp.encode(list(texts), out_type=int)
+
+    def pieces(self, text: str) -> list[str]:
+        return self._sp.encode(text, out_type=str)
+
+    def id_to_piece(self, ids: Sequence[int]) -> list[str]:
+        return [self._sp.id_to_piece(int(i)) for i in ids]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self._sp.decode([int(i) for i in ids if int(i) not in (PAD_ID, BOS_ID, EOS_ID)])
+
+    def __getstate__(self):  # picklable for multiprocessing workers
+        return {"model_proto": self.model_proto}
+
+    def __setstate__(self, state):
+        self.__init__(state["model_proto"])
+
+
+@dataclass
+class TokenizerPair:
+    """The source and target tokenizers; the same object twice when the vocabulary is joint."""
+
+    source: Tokenizer
+    target: Tokenizer
+
+    @property
+    def joint(self) -> bool:
+        return self.source.model_proto == self.target.model_proto
+
+
+# File names inside a prepared data directory.
+JOINT_MODEL_FILE = "spm.model"
+SOURCE_MODEL_FILE = "spm.src.model"
+TARGET_MODEL_FILE = "spm.tgt.model"
+
+
+def load_tokenizers(data_dir: Path) -> TokenizerPair:
+    """The tokenizers of a prepared data directory (joint or separate)."""
+    data_dir = Path(data_dir)
+    joint = data_dir / JOINT_MODEL_FILE
+    if joint.is_file():
+        tokenizer = Tokenizer.load(joint)
+        return TokenizerPair(tokenizer, tokenizer)
+    return TokenizerPair(Tokenizer.load(data_dir / SOURCE_MODEL_FILE), Tokenizer.load(data_dir / TARGET_MODEL_FILE))
