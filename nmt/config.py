@@ -63,6 +63,7 @@ class TransformerConfig:
     tie_output: bool = True  # target embedding tied to the output projection (Section 3.4)
     share_embeddings: bool = False  # source and target share one table (joint vocabularies only)
     max_positions: int = 1024
+    alignment_layer: int = -1  # the decoder layer whose cross-attention (mean over heads) decoding exposes
 
 
 ModelConfig = RNNConfig | RNNSearchConfig | TransformerConfig
@@ -119,14 +120,80 @@ class TrainConfig:
     compile: bool = False
 
 
+class LengthNormalization(str, enum.Enum):
+    """How beam search compares hypotheses of different lengths (|y| counts the tokens including EOS)."""
+
+    gnmt = "gnmt"  # log P / ((5 + |y|) / 6) ** alpha (Wu et al. 2016, eq. 14); alpha = 0 is no normalisation
+    average = "average"  # log P / |y|, the per-token average
+    none = "none"  # the plain sum log P, which favours short outputs
+
+
 @dataclass
 class DecodeConfig:
     beam_size: int = 5
     nbest: int = 1
     length_penalty: float = 1.0  # GNMT alpha: score / ((5 + |y|) / 6) ** alpha; 0 disables
+    normalization: LengthNormalization = LengthNormalization.gnmt
     max_len_a: float = 1.5  # the output may have at most a * source_length + b tokens
     max_len_b: int = 10
     batch_tokens: int = 8000  # source tokens per decoding batch (times beam size in memory)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Data preparation
+
+
+class SubwordModel(str, enum.Enum):
+    unigram = "unigram"  # Kudo 2018, subword regularization's unigram language model
+    bpe = "bpe"  # Sennrich et al. 2016, byte-pair encoding
+
+
+SYNTHETIC_DATASET = "synthetic"  # the --dataset name of the embedded synthetic corpus
+
+
+@dataclass
+class PrepareConfig:
+    """What `nmt prepare` reads, how it cleans and splits it, and how it trains the subword vocabulary."""
+
+    # Inputs: line-aligned files `<prefix>.<lang>[.gz]`, or a dataset (hub id, local directory or data file,
+    # or SYNTHETIC_DATASET). Dev/test prefixes may accompany either; missing dev/test splits are carved from
+    # the training data.
+    source_lang: str | None = None  # None with the synthetic corpus: its own language codes
+    target_lang: str | None = None
+    train_prefix: Path | None = None
+    dev_prefix: Path | None = None
+    test_prefix: Path | None = None
+    dataset: str | None = None
+    dataset_config: str | None = None
+    dataset_revision: str | None = None
+    synthetic_size: int = 20_000  # pairs generated for the synthetic corpus (dev/test are carved from them)
+    dev_size: int = 1000  # pairs carved from train when there is no dev split
+    test_size: int = 1000
+    # Cleaning (training pairs only; dev and test are kept whole)
+    max_tokens: int = 250  # subword tokens per side
+    max_length_ratio: float = 3.0  # longer side / shorter side, in subword tokens
+    # SentencePiece
+    vocab_size: int = 8000
+    joint_vocabulary: bool = True
+    model_type: SubwordModel = SubwordModel.unigram
+    character_coverage: float = 1.0
+    spm_sample: int = 1_000_000  # sentences sampled (per model) to train SentencePiece; 0 = all
+    # Machine
+    num_workers: int = 1  # threads for SentencePiece training and encoding
+    seed: int = 1
+
+
+@dataclass
+class EvalConfig:
+    # Source-length buckets in whitespace words: [e0, e1), [e1, e2), ..., [e_last, inf); e0 must be 0.
+    # The default follows the x axis of Bahdanau et al. 2014, Fig. 2.
+    bucket_edges: tuple[int, ...] = (0, 10, 20, 30, 40, 50, 60)
+    bootstrap_samples: int = 1000  # resamples for confidence intervals and paired tests (Koehn 2004)
+    confidence: float = 0.95
+    seed: int = 1
+    tokenize: str = "13a"  # sacreBLEU's BLEU tokenizer
+    ter: bool = False  # also compute TER (slower: an edit distance per sentence)
+    baseline: str | None = None  # compare every system with this one; None compares every pair
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -291,12 +358,17 @@ def from_dict(cls: type, values: dict[str, Any]):
 
 __all__ = [
     "DecodeConfig",
+    "EvalConfig",
+    "LengthNormalization",
     "MODEL_CONFIGS",
     "ModelConfig",
     "PRESETS",
+    "PrepareConfig",
     "RNNConfig",
     "RNNSearchConfig",
+    "SYNTHETIC_DATASET",
     "Schedule",
+    "SubwordModel",
     "TrainConfig",
     "TransformerConfig",
 ]

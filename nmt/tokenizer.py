@@ -26,6 +26,7 @@ class SentencePieceSettings:
     character_coverage: float = 1.0
     input_sentence_size: int = 1_000_000  # sentences sampled for training on large corpora; 0 = all
     seed: int = 1
+    num_threads: int = 2
 
 
 def train_sentencepiece(sentences: Iterable[str], settings: SentencePieceSettings) -> bytes:
@@ -51,7 +52,7 @@ def train_sentencepiece(sentences: Iterable[str], settings: SentencePieceSetting
         unk_id=UNK_ID,
         bos_id=BOS_ID,
         eos_id=EOS_ID,
-        num_threads=2,
+        num_threads=settings.num_threads,
         minloglevel=2,
     )
     return model.getvalue()

@@ -71,6 +71,7 @@ def make_prepared(path: Path, train, dev, test, vocab_size: int = 64, joint: boo
 
     from datasets import Dataset, DatasetDict
 
+    from nmt.preparation import encoded_features
     from nmt.prepared import ENCODED_DIR, MANIFEST_FILE, TEXT_DIR
     from nmt.tokenizer import (
         JOINT_MODEL_FILE,
@@ -101,7 +102,8 @@ def make_prepared(path: Path, train, dev, test, vocab_size: int = 64, joint: boo
                 "tgt_ids": target.encode_batch([t for _, t in pairs]),
                 "src_words": [len(s.split()) for s, _ in pairs],
                 "tgt_words": [len(t.split()) for _, t in pairs],
-            }
+            },
+            features=encoded_features(),  # int32, as `nmt prepare` writes them
         )
 
     DatasetDict({"train": encode(train), "dev": encode(dev), "test": encode(test)}).save_to_disk(
@@ -122,3 +124,38 @@ def toy_data(tmp_path_factory) -> Path:
     return make_prepared(
         tmp_path_factory.mktemp("toy-data"), toy_pairs(400, seed=1), toy_pairs(40, seed=2), toy_pairs(40, seed=3)
     )
+
+
+def make_checkpoint(path: Path, data_dir: Path, arch: str, preset: str = "tiny", seed: int = 0) -> Path:
+    """Save a freshly initialised (untrained) model of `arch` with the tokenizers of a prepared directory.
+
+    Enough for tests of file formats, line counts and error handling, which do not need good translations.
+    """
+    from nmt.checkpoint import Checkpoint, save_checkpoint
+    from nmt.config import model_config
+    from nmt.models import build_model
+    from nmt.prepared import PreparedData
+
+    data = PreparedData.open(data_dir)
+    vocab = {"src_vocab_size": len(data.tokenizers.source), "tgt_vocab_size": len(data.tokenizers.target)}
+    config = model_config(arch, preset, vocab)
+    torch.manual_seed(seed)
+    model = build_model(arch, config)
+    languages = {"source": data.source_lang, "target": data.target_lang}
+    save_checkpoint(path, Checkpoint(arch, config, model.state_dict(), data.tokenizers, languages))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(toy_data, tmp_path_factory):
+    """`tiny_checkpoint(arch)`: the path of an untrained tiny-preset checkpoint of `arch` on `toy_data`
+    (made once per architecture and session; read-only)."""
+    made: dict[str, Path] = {}
+    directory = tmp_path_factory.mktemp("tiny-checkpoints")
+
+    def get(arch: str) -> Path:
+        if arch not in made:
+            made[arch] = make_checkpoint(directory / f"{arch}.pt", toy_data, arch)
+        return made[arch]
+
+    return get
