@@ -1,0 +1,111 @@
+"""`nmt eval`: sacreBLEU scores overall and by source sentence length, with bootstrap intervals."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+class BleuTokenizer(str, Enum):
+    """sacreBLEU's tokenizers for BLEU (ja-mecab, ko-mecab, spm and flores need extra packages or models)."""
+
+    t13a = "13a"
+    intl = "intl"
+    none = "none"
+    zh = "zh"
+    char = "char"
+    ja_mecab = "ja-mecab"
+    ko_mecab = "ko-mecab"
+    spm = "spm"
+    flores101 = "flores101"
+    flores200 = "flores200"
+
+
+def evaluate(
+    source: Annotated[
+        Path, typer.Option("--source", "-s", help="Source sentences, one per line (sets the buckets).")
+    ],
+    reference: Annotated[
+        Path, typer.Option("--reference", "-r", help="Reference translations, one per line.")
+    ],
+    system: Annotated[
+        list[str] | None,
+        typer.Option("--system", help="NAME=FILE: a system's translations, one per source line. Repeatable."),
+    ] = None,
+    checkpoint: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--checkpoint", help="NAME=CKPT: translate the source with this model first. Repeatable."
+        ),
+    ] = None,
+    beam: Annotated[int | None, typer.Option(help="Beam size for --checkpoint translation.")] = None,
+    device: Annotated[
+        str, typer.Option(help="Device for --checkpoint translation: auto, cpu, cuda...")
+    ] = "auto",
+    tokenize: Annotated[
+        BleuTokenizer | None, typer.Option(help="sacreBLEU's BLEU tokenizer.", show_default="13a")
+    ] = None,
+    ter: Annotated[
+        bool,
+        typer.Option(
+            "--ter",
+            help="Also compute TER (slow: an edit distance per sentence; minutes on thousands of long ones).",
+        ),
+    ] = False,
+    buckets: Annotated[
+        str | None,
+        typer.Option(
+            help="Source-length bucket edges in words, from 0: '0,10,20' gives [0,10), [10,20), [20,inf), "
+            "so a 10-word sentence is in 10-19.",
+            show_default="0,10,20,30,40,50,60",
+        ),
+    ] = None,
+    bootstrap: Annotated[
+        int | None,
+        typer.Option(
+            help="Bootstrap resamples for intervals and paired tests; 0 = off.", show_default="1000"
+        ),
+    ] = None,
+    seed: Annotated[
+        int | None, typer.Option(help="Seed of the bootstrap resamples.", show_default="1")
+    ] = None,
+    baseline: Annotated[
+        str | None, typer.Option(help="Test every system against this one.", show_default="every pair")
+    ] = None,
+    json: Annotated[
+        Path | None, typer.Option("--json", help="Write every number and signature as JSON.")
+    ] = None,
+    csv: Annotated[
+        Path | None, typer.Option("--csv", help="Write one row per system and bucket as CSV.")
+    ] = None,
+    plot: Annotated[
+        Path | None, typer.Option("--plot", help="Draw BLEU against source length as a PNG.")
+    ] = None,
+) -> None:
+    """Score systems against a reference: BLEU and chrF (sacreBLEU) overall and by source length in words,
+    with bootstrap confidence intervals and paired significance tests (Koehn 2004)."""
+    from nmt.config import DecodeConfig, EvalConfig
+    from nmt.evaluation import evaluate_systems, load_test_set, parse_bucket_edges, write_csv, write_json
+    from nmt.plots import plot_bleu_by_length
+
+    overrides = {
+        "bucket_edges": parse_bucket_edges(buckets) if buckets is not None else None,
+        "bootstrap_samples": bootstrap,
+        "seed": seed,
+        "tokenize": tokenize.value if tokenize is not None else None,
+        "baseline": baseline,
+    }
+    config = EvalConfig(ter=ter, **{key: value for key, value in overrides.items() if value is not None})
+    decode = DecodeConfig(beam_size=beam) if beam is not None else DecodeConfig()
+    data = load_test_set(source, reference, system or [], checkpoint or [], decode, device)
+    report = evaluate_systems(data.sources, data.references, data.systems, config)
+    typer.echo(report.format_table())
+    if json is not None:
+        write_json(report, json)
+    if csv is not None:
+        write_csv(report, csv)
+    if plot is not None:
+        plot_bleu_by_length(report, plot)
