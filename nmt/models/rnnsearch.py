@@ -1,0 +1,134 @@
+"""RNNsearch (Bahdanau et al. 2014): a bidirectional GRU encoder and a decoder that attends to it.
+
+Each source position j gets an annotation h_j = [forward h_j; backward h_j] (Section 3.2). At every target
+step i the decoder scores all annotations against its previous state s_{i-1} with an additive alignment
+model, takes their weighted sum c_i, and updates its state with it (Section 3.1, App. A.2.2).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from nmt.config import RNNSearchConfig
+from nmt.models.base import Seq2Seq, source_pad_mask
+from nmt.models.layers import DeepOutput, embeddings, gru_cell, init_embedding_, init_gru_, init_linear_
+
+
+@dataclass
+class RNNSearchEncoded:
+    annotations: Tensor  # (B, S, 2H) h_j
+    keys: Tensor  # (B, S, A) U_a h_j, computed once per sentence (App. A.1.2)
+    pad_mask: Tensor  # (B, S) True at padding
+    backward_first: Tensor  # (B, H) the backward encoder's state at the first source word
+
+
+@dataclass
+class RNNSearchState:
+    hidden: Tensor  # (B, H) s_{i-1}, float32
+    annotations: Tensor  # (B, S, 2H)
+    keys: Tensor  # (B, S, A)
+    pad_mask: Tensor  # (B, S) True at padding
+    attention: Tensor | None = None  # (B, S) alpha_i of the last step
+
+
+def additive_attention(query: Tensor, keys: Tensor, v_a: nn.Linear, pad_mask: Tensor) -> Tensor:
+    """alpha_ij (B, S), float32: softmax_j of e_ij = v_a^T tanh(W_a s_{i-1} + U_a h_j) (eq. 6, App. A.1.2).
+
+    `query` (B, A) is W_a s_{i-1}, `keys` (B, S, A) is U_a h_j; padding gets exactly zero weight.
+    """
+    energy = torch.tanh(query[:, None, :] + keys)  # (B, S, A)
+    scores = v_a(energy).squeeze(-1)  # (B, S)
+    return scores.masked_fill(pad_mask, float("-inf")).softmax(dim=-1, dtype=torch.float32)
+
+
+class RNNSearch(Seq2Seq):
+    """Bidirectional GRU encoder, additive attention, GRU decoder with a deep output layer."""
+
+    has_attention = True
+
+    def __init__(self, config: RNNSearchConfig):
+        super().__init__(config)
+        E, H, A = config.embed_dim, config.hidden_dim, config.attention_dim
+        self.attention_dim = A
+        self.src_embed, self.tgt_embed = embeddings(
+            config.src_vocab_size, config.tgt_vocab_size, E, config.share_embeddings
+        )
+        self.dropout = nn.Dropout(config.dropout)
+        self.encoder = nn.GRU(E, H, batch_first=True, bidirectional=True)
+        self.to_keys = nn.Linear(2 * H, A, bias=False)  # U_a
+        self.init_state = nn.Linear(H, H)  # W_s in s_0 = tanh(W_s backward-h_1)
+        # The decoder GRU s_i = f(s_{i-1}, y_{i-1}, c_i) (eq. 4, App. A.2.2), split by what each product reads
+        self.from_prev = nn.Linear(E, 3 * H)  # W, W_z, W_r applied to E y_{i-1}: all steps at once
+        self.from_context = nn.Linear(2 * H, 3 * H, bias=False)  # C, C_z, C_r applied to c_i
+        # Everything that reads s_{i-1}, fused into one product per step: W_a (alignment) and U, U_z, U_r.
+        self.from_state = nn.Linear(H, A + 3 * H)
+        self.v_a = nn.Linear(A, 1, bias=False)
+        self.output = DeepOutput(H, E, 2 * H, config.maxout_dim, config.tgt_vocab_size, config.dropout)
+        for embedding in {self.src_embed, self.tgt_embed}:
+            init_embedding_(embedding, std=E**-0.5)
+        init_gru_(self.encoder)
+        for linear in (self.to_keys, self.init_state, self.from_prev, self.from_context, self.v_a):
+            init_linear_(linear)
+        init_linear_(self.from_state)
+        with torch.no_grad():  # the recurrent blocks U, U_z, U_r: orthogonal (App. B.1)
+            for block in self.from_state.weight[A:].chunk(3, dim=0):
+                nn.init.orthogonal_(block)
+        # v_a starts at zero (App. B.1): the first alignments are uniform over the real source positions.
+        nn.init.zeros_(self.v_a.weight)
+
+    def encode(self, src: Tensor, src_lengths: Tensor) -> RNNSearchEncoded:
+        embedded = self.dropout(self.src_embed(src))  # (B, S, E)
+        packed = pack_padded_sequence(embedded, src_lengths.cpu(), batch_first=True, enforce_sorted=False)
+        packed_out, last = self.encoder(packed)  # last (2, B, H): [forward at the end, backward at word 1]
+        # (B, S, 2H) h_j = [forward h_j; backward h_j], zero at padding
+        annotations, _ = pad_packed_sequence(packed_out, batch_first=True, total_length=src.size(1))
+        return RNNSearchEncoded(
+            annotations=annotations,
+            keys=self.to_keys(annotations),  # (B, S, A)
+            pad_mask=source_pad_mask(src),
+            backward_first=last[1],  # (B, H)
+        )
+
+    def start(self, encoded: RNNSearchEncoded) -> RNNSearchState:
+        hidden = torch.tanh(self.init_state(encoded.backward_first)).float()  # (B, H) s_0 (App. A.2.2)
+        return RNNSearchState(
+            hidden=hidden, annotations=encoded.annotations, keys=encoded.keys, pad_mask=encoded.pad_mask
+        )
+
+    def _cell(
+        self, prev_gates: Tensor, hidden: Tensor, keys: Tensor, annotations: Tensor, pad_mask: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """One decoder step from W E y_{i-1} (B, 3H) and s_{i-1} (B, H).
+
+        Returns s_i (B, H), c_i (B, 2H) and alpha_i (B, S). Shared by `forward` and `step`."""
+        query, state_gates = self.from_state(hidden).split([self.attention_dim, prev_gates.size(-1)], -1)
+        alpha = additive_attention(query, keys, self.v_a, pad_mask)  # (B, S): scored against s_{i-1}
+        # c_i = sum_j alpha_ij h_j (eq. 5)
+        context = torch.bmm(alpha[:, None, :].to(annotations.dtype), annotations)[:, 0]  # (B, 2H)
+        hidden = gru_cell(prev_gates + self.from_context(context), state_gates, hidden)  # (B, H) s_i
+        return hidden, context, alpha
+
+    def forward(self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor) -> Tensor:
+        state = self.start(self.encode(src, src_lengths))
+        embedded = self.dropout(self.tgt_embed(tgt_in))  # (B, T, E)
+        prev_gates = self.from_prev(embedded)  # (B, T, 3H): the input products of all steps in one go
+        hidden, keys, annotations, pad_mask = state.hidden, state.keys, state.annotations, state.pad_mask
+        states, contexts = [], []
+        for i in range(tgt_in.size(1)):
+            hidden, context, _ = self._cell(prev_gates[:, i], hidden, keys, annotations, pad_mask)
+            states.append(hidden)
+            contexts.append(context)
+        # The output layer does not feed back into the recurrence: one pass over all steps.
+        return self.output(torch.stack(states, 1), embedded, torch.stack(contexts, 1))  # (B, T, V)
+
+    def step(self, prev: Tensor, state: RNNSearchState) -> tuple[Tensor, RNNSearchState]:
+        embedded = self.dropout(self.tgt_embed(prev))  # (B, E)
+        hidden, context, alpha = self._cell(
+            self.from_prev(embedded), state.hidden, state.keys, state.annotations, state.pad_mask
+        )
+        logits = self.output(hidden, embedded, context)  # (B, V)
+        return logits.float().log_softmax(dim=-1), replace(state, hidden=hidden, attention=alpha)
