@@ -1,0 +1,120 @@
+"""`nmt train`: train a model on a prepared data directory."""
+
+from __future__ import annotations
+
+import enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from nmt.config import DEFAULT_PRESET, Schedule
+
+
+class Arch(str, enum.Enum):
+    rnn = "rnn"
+    rnnsearch = "rnnsearch"
+    transformer = "transformer"
+
+
+def train(
+    data: Annotated[Path, typer.Option("--data", help="Prepared data directory (from 'nmt prepare').")],
+    model: Annotated[
+        Arch, typer.Option("--model", help="Architecture: the only thing that differs between runs.")
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", help="Run directory for best.pt, last.pt, log.jsonl, config.yaml.")
+    ],
+    preset: Annotated[
+        str,
+        typer.Option(
+            help="Size preset: tiny, small, base, or the paper's (rnnsearch-paper, transformer-base, ...)."
+        ),
+    ] = DEFAULT_PRESET,
+    config: Annotated[
+        Path | None, typer.Option(help="YAML file with 'model:' and 'train:' sections.")
+    ] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Stop after this many updates.")] = None,
+    max_epochs: Annotated[int | None, typer.Option(help="Stop after this many passes over the data.")] = None,
+    max_minutes: Annotated[float | None, typer.Option(help="Stop after this much training time.")] = None,
+    batch_tokens: Annotated[
+        int | None,
+        typer.Option(help="Token budget per batch: sentences x longest length (padding included)."),
+    ] = None,
+    accumulate: Annotated[
+        int | None, typer.Option(help="Batches per update (gradient accumulation).")
+    ] = None,
+    max_source_len: Annotated[
+        int | None, typer.Option(help="Train only on pairs with at most this many source words.")
+    ] = None,
+    max_target_len: Annotated[
+        int | None, typer.Option(help="Train only on pairs with at most this many target words.")
+    ] = None,
+    lr: Annotated[float | None, typer.Option(help="Peak learning rate.")] = None,
+    schedule: Annotated[Schedule | None, typer.Option(help="Learning-rate schedule.")] = None,
+    warmup_steps: Annotated[int | None, typer.Option(help="Warmup updates (inverse-sqrt).")] = None,
+    label_smoothing: Annotated[float | None, typer.Option(help="Label smoothing epsilon.")] = None,
+    clip_norm: Annotated[float | None, typer.Option(help="Gradient norm clipping (0: off).")] = None,
+    validate_every: Annotated[int | None, typer.Option(help="Updates between validations.")] = None,
+    save_every: Annotated[int | None, typer.Option(help="Updates between checkpoints.")] = None,
+    keep_checkpoints: Annotated[int | None, typer.Option(help="Step checkpoints to keep.")] = None,
+    patience: Annotated[
+        int | None, typer.Option(help="Validations without better BLEU before stopping.")
+    ] = None,
+    dev_sentences: Annotated[int | None, typer.Option(help="Dev sentences scored (a fixed prefix).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed (initialisation, batches, dropout).")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = None,
+    compile: Annotated[
+        bool | None,
+        typer.Option(
+            "--compile/--no-compile", help="Compile the transformer's training step (torch.compile)."
+        ),
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue the run in --out from its last.pt.")
+    ] = False,
+    resume_from: Annotated[Path | None, typer.Option(help="Continue from this checkpoint.")] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Start over in a run directory with checkpoints.")
+    ] = False,
+) -> None:
+    """Train a model, keeping the best checkpoint by dev BLEU (best.pt) and the latest (last.pt)."""
+    from nmt.config import load_yaml_config
+    from nmt.training import resolve_configs
+    from nmt.training import train as run_training
+
+    given = dict(locals())
+    names = [
+        "max_steps",
+        "max_epochs",
+        "max_minutes",
+        "batch_tokens",
+        "accumulate",
+        "max_source_len",
+        "max_target_len",
+        "lr",
+        "schedule",
+        "warmup_steps",
+        "label_smoothing",
+        "clip_norm",
+        "validate_every",
+        "save_every",
+        "keep_checkpoints",
+        "patience",
+        "dev_sentences",
+        "seed",
+        "device",
+        "compile",
+    ]
+    overrides = {name: given[name] for name in names if given[name] is not None}
+    yaml_model, yaml_train = load_yaml_config(config) if config else ({}, {})
+    checkpoint = resume_from or (out / "last.pt" if resume else None)
+    model_config, train_config = resolve_configs(
+        model.value, preset, yaml_model, {**yaml_train, **overrides}, resume=checkpoint
+    )
+    result = run_training(data, model.value, model_config, train_config, out, resume=checkpoint, force=force)
+    best = "no validation" if result.best_bleu is None else f"best dev BLEU {result.best_bleu:.2f}"
+    typer.echo(f"{result.stop_reason.value} after {result.steps} updates ({result.minutes:.1f} min): {best}")
+    if result.stop_reason.value == "interrupted":
+        typer.echo(f"resume with: nmt train --data {data} --model {model.value} --out {out} --resume")
+    typer.echo(f"checkpoints: {result.best_checkpoint} {result.last_checkpoint}")
