@@ -136,7 +136,7 @@ class DecodeConfig:
     normalization: LengthNormalization = LengthNormalization.gnmt
     max_len_a: float = 1.5  # the output may have at most a * source_length + b tokens
     max_len_b: int = 10
-    batch_tokens: int = 8000  # source tokens per decoding batch (times beam size in memory)
+    batch_tokens: int = 8000  # padded source tokens x beam size per decoding batch
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -238,9 +238,9 @@ PRESETS: dict[str, dict[str, tuple[dict[str, Any], dict[str, Any]]]] = {
             {**_TRANSFORMER_TRAIN, "warmup_steps": 100, "batch_tokens": 512, "lr": 2e-3},
         ),
         "small": (
-            {"d_model": 256, "num_heads": 4, "ffn_dim": 1024, "encoder_layers": 3, "decoder_layers": 3,
+            {"d_model": 128, "num_heads": 4, "ffn_dim": 512, "encoder_layers": 3, "decoder_layers": 3,
              "dropout": 0.1},
-            {**_TRANSFORMER_TRAIN, "warmup_steps": 1000, "batch_tokens": 2048, "lr": 1e-3},
+            {**_TRANSFORMER_TRAIN, "warmup_steps": 200, "batch_tokens": 2048, "lr": 2e-3},
         ),
         "base": (
             {"d_model": 512, "num_heads": 8, "ffn_dim": 2048, "encoder_layers": 6, "decoder_layers": 6},
