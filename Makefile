@@ -4,7 +4,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 NMT := $(BIN)/nmt
 STAMP := $(VENV)/.installed
+OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
+
+# make demo: the bottleneck finding on the embedded synthetic corpus, on a CPU, offline.
 DEMO_DIR ?= demo-output
+DEMO_MINUTES ?= 3
+DEMO_PAIRS ?= 30000
+DEMO_MODELS := rnn rnnsearch transformer
 
 .PHONY: help install demo test test-fast lint format bench reproduce clean
 
@@ -22,7 +28,26 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)  ## the main job on the embedded synthetic corpus (CPU, offline, about 15 minutes)
-	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/python -m cli.demo --out $(DEMO_DIR)
+	@echo "== 1/4 prepare the synthetic Ulami-Zerak corpus"
+	$(OFFLINE) $(NMT) prepare --dataset synthetic --synthetic-size $(DEMO_PAIRS) \
+		--model-type bpe --vocab-size 1000 --out $(DEMO_DIR)/data --force
+	@for model in $(DEMO_MODELS); do \
+		echo "== 2/4 train $$model for $(DEMO_MINUTES) minutes"; \
+		$(OFFLINE) $(NMT) train --data $(DEMO_DIR)/data --model $$model --preset small \
+			--max-minutes $(DEMO_MINUTES) --device cpu --out $(DEMO_DIR)/runs/$$model --force || exit $$?; \
+	done
+	@echo "== 3/4 translate the test set with each model and score BLEU by source length"
+	$(OFFLINE) $(NMT) eval --source $(DEMO_DIR)/data/text/test.ul --reference $(DEMO_DIR)/data/text/test.zk \
+		$(foreach m,$(DEMO_MODELS),--checkpoint $(m)=$(DEMO_DIR)/runs/$(m)/best.pt) --device cpu \
+		--json $(DEMO_DIR)/bleu_by_length.json --csv $(DEMO_DIR)/bleu_by_length.csv \
+		--plot $(DEMO_DIR)/bleu_by_length.png | tee $(DEMO_DIR)/bleu_by_length.txt
+	@echo "== 4/4 one long test sentence translated by rnnsearch, with its attention heatmap"
+	awk 'NF >= 25 && NF <= 35 { print; exit }' $(DEMO_DIR)/data/text/test.ul > $(DEMO_DIR)/sample.ul
+	$(OFFLINE) $(NMT) translate --checkpoint $(DEMO_DIR)/runs/rnnsearch/best.pt --device cpu \
+		--input $(DEMO_DIR)/sample.ul --output $(DEMO_DIR)/sample.zk --attention-plot $(DEMO_DIR)/attention
+	@echo "source:      $$(cat $(DEMO_DIR)/sample.ul)"
+	@echo "translation: $$(cat $(DEMO_DIR)/sample.zk)"
+	@echo "Done: see $(DEMO_DIR)/bleu_by_length.png, $(DEMO_DIR)/bleu_by_length.txt and $(DEMO_DIR)/attention/"
 
 test: $(STAMP)  ## run the test suite
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/python -m pytest -q
@@ -35,5 +60,55 @@ format: $(STAMP)  ## ruff: fix what can be fixed automatically
 	$(BIN)/ruff check --fix nmt cli tests
 	$(BIN)/ruff format nmt cli tests
 
+BENCH_ARGS ?= --quick --out docs/bench/cpu.json
+BENCH_STAMP := $(VENV)/.bench-installed
+
+# The bench extra (transformers, for the MarianMTModel reference; psutil) on top of the dev install.
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)  ## speed and memory benchmarks (JSON in docs/bench/; BENCH_ARGS="--device cuda" for a GPU)
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/python -m cli.bench $(BENCH_ARGS)
+
 clean:  ## remove the virtual environment, caches and demo output
 	rm -rf $(VENV) .pytest_cache .ruff_cache $(DEMO_DIR) *.egg-info
+
+# make reproduce: Bahdanau et al. 2014's experiment at our scale (docs/results.md). Five systems on one corpus:
+# RNNencdec-30/-50 and RNNsearch-30/-50 (trained on sentences of up to 30 or 50 words) and a Transformer,
+# then BLEU by source length with bootstrap bands. On a GPU: make -j5 reproduce REPRO_DEVICE=cuda.
+REPRO_CORPUS ?= ../shared/corpora/europarl-it-en
+REPRO_SRC ?= it
+REPRO_TGT ?= en
+REPRO_VOCAB ?= 16000
+REPRO_DATA ?= data/prepared/europarl-it-en
+REPRO_OUT ?= runs/reproduce
+REPRO_PRESET ?= small
+REPRO_MINUTES ?= 10
+REPRO_DEVICE ?= auto
+REPRO_TEST_LINES ?= 2000
+REPRO_BEAM ?= 5
+REPRO_SYSTEMS := rnnencdec-30 rnnencdec-50 rnnsearch-30 rnnsearch-50 transformer-50
+# rnnencdec-30 -> model rnn, up to 30 words
+repro_model = $(patsubst rnnencdec,rnn,$(firstword $(subst -, ,$(1))))
+repro_words = $(lastword $(subst -, ,$(1)))
+
+reproduce: $(REPRO_OUT)/bleu_by_length.json  ## the BLEU-vs-length experiment on Europarl it-en (REPRO_* to change)
+
+$(REPRO_DATA)/manifest.json: | $(STAMP)
+	$(OFFLINE) $(NMT) prepare --source-lang $(REPRO_SRC) --target-lang $(REPRO_TGT) \
+		--train-prefix $(REPRO_CORPUS)/train --dev-prefix $(REPRO_CORPUS)/dev --test-prefix $(REPRO_CORPUS)/test \
+		--vocab-size $(REPRO_VOCAB) --num-workers 2 --out $(REPRO_DATA)
+
+$(REPRO_OUT)/%/best.pt: | $(REPRO_DATA)/manifest.json
+	$(OFFLINE) $(NMT) train --data $(REPRO_DATA) --model $(call repro_model,$*) --preset $(REPRO_PRESET) \
+		--max-source-len $(call repro_words,$*) --max-target-len $(call repro_words,$*) \
+		--max-minutes $(REPRO_MINUTES) --device $(REPRO_DEVICE) --out $(REPRO_OUT)/$* --force
+
+$(REPRO_OUT)/bleu_by_length.json: $(foreach s,$(REPRO_SYSTEMS),$(REPRO_OUT)/$(s)/best.pt)
+	head -n $(REPRO_TEST_LINES) $(REPRO_DATA)/text/test.$(REPRO_SRC) > $(REPRO_OUT)/test.$(REPRO_SRC)
+	head -n $(REPRO_TEST_LINES) $(REPRO_DATA)/text/test.$(REPRO_TGT) > $(REPRO_OUT)/test.$(REPRO_TGT)
+	$(OFFLINE) $(NMT) eval --source $(REPRO_OUT)/test.$(REPRO_SRC) --reference $(REPRO_OUT)/test.$(REPRO_TGT) \
+		$(foreach s,$(REPRO_SYSTEMS),--checkpoint $(s)=$(REPRO_OUT)/$(s)/best.pt) \
+		--beam $(REPRO_BEAM) --device $(REPRO_DEVICE) --csv $(REPRO_OUT)/bleu_by_length.csv \
+		--plot $(REPRO_OUT)/bleu_by_length.png --json $@ | tee $(REPRO_OUT)/bleu_by_length.txt
