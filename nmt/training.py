@@ -644,8 +644,10 @@ class Trainer:
         import sacrebleu
 
         from nmt.decoding import greedy_search
+        from nmt.translation import source_limits
 
         decode = DecodeConfig()
+        _, max_output_len = source_limits(self.model_config)
         model, tokenizer = self.model, self.data.tokenizers.target
         model.eval()
         loss_sum = torch.zeros((), device=self.device)
@@ -662,6 +664,7 @@ class Trainer:
                         batch.src_lengths,
                         max_len_a=decode.max_len_a,
                         max_len_b=decode.max_len_b,
+                        max_output_len=max_output_len,
                     )
                 loss_sum += token_loss(logits, batch.tgt_out, label_smoothing=0.0)
                 tokens += batch.num_tokens
