@@ -122,11 +122,15 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> Che
         ) from None
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as error:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise UserError(f"cannot read checkpoint {path}: it is truncated or not a checkpoint ({reason[:200]})") from None
+        raise UserError(
+            f"cannot read checkpoint {path}: it is truncated or not a checkpoint ({reason[:200]})"
+        ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise UserError(f"{path} is not an nmt checkpoint")
     if payload.get("version") != VERSION:
-        raise UserError(f"{path} has checkpoint version {payload.get('version')}; this nmt reads version {VERSION}")
+        raise UserError(
+            f"{path} has checkpoint version {payload.get('version')}; this nmt reads version {VERSION}"
+        )
     try:
         arch = payload["arch"]
         config = from_dict(model_config_class(arch), payload["model_config"])

@@ -15,7 +15,7 @@ from typing import Any
 
 from nmt.errors import UserError, closest
 
-# --------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Models
 
 
@@ -75,7 +75,7 @@ MODEL_CONFIGS: dict[str, type] = {
 }
 
 
-# --------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Training
 
 
@@ -196,7 +196,7 @@ class EvalConfig:
     baseline: str | None = None  # compare every system with this one; None compares every pair
 
 
-# --------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Presets: name -> (model overrides, training overrides) for each architecture.
 
 _RNN_TRAIN = {"lr": 1e-3, "schedule": Schedule.plateau, "label_smoothing": 0.0, "betas": (0.9, 0.999)}
@@ -205,7 +205,10 @@ _TRANSFORMER_TRAIN = {"lr": 7e-4, "schedule": Schedule.inverse_sqrt, "label_smoo
 PRESETS: dict[str, dict[str, tuple[dict[str, Any], dict[str, Any]]]] = {
     "rnn": {
         "tiny": ({"embed_dim": 32, "hidden_dim": 64, "dropout": 0.0}, {**_RNN_TRAIN, "batch_tokens": 512}),
-        "small": ({"embed_dim": 128, "hidden_dim": 256, "dropout": 0.1}, {**_RNN_TRAIN, "batch_tokens": 2048}),
+        "small": (
+            {"embed_dim": 128, "hidden_dim": 256, "dropout": 0.1},
+            {**_RNN_TRAIN, "batch_tokens": 2048},
+        ),
         "base": ({"embed_dim": 256, "hidden_dim": 512, "dropout": 0.2}, {**_RNN_TRAIN, "batch_tokens": 4096}),
         # Bahdanau et al. 2014, App. A.2: embeddings 620, hidden 1000, maxout 500.
         "rnnencdec-paper": (
@@ -233,13 +236,25 @@ PRESETS: dict[str, dict[str, tuple[dict[str, Any], dict[str, Any]]]] = {
     },
     "transformer": {
         "tiny": (
-            {"d_model": 64, "num_heads": 4, "ffn_dim": 128, "encoder_layers": 2, "decoder_layers": 2,
-             "dropout": 0.0},
+            {
+                "d_model": 64,
+                "num_heads": 4,
+                "ffn_dim": 128,
+                "encoder_layers": 2,
+                "decoder_layers": 2,
+                "dropout": 0.0,
+            },
             {**_TRANSFORMER_TRAIN, "warmup_steps": 100, "batch_tokens": 512, "lr": 2e-3},
         ),
         "small": (
-            {"d_model": 128, "num_heads": 4, "ffn_dim": 512, "encoder_layers": 3, "decoder_layers": 3,
-             "dropout": 0.1},
+            {
+                "d_model": 128,
+                "num_heads": 4,
+                "ffn_dim": 512,
+                "encoder_layers": 3,
+                "decoder_layers": 3,
+                "dropout": 0.1,
+            },
             {**_TRANSFORMER_TRAIN, "warmup_steps": 200, "batch_tokens": 2048, "lr": 2e-3},
         ),
         "base": (
@@ -257,7 +272,7 @@ PRESETS: dict[str, dict[str, tuple[dict[str, Any], dict[str, Any]]]] = {
 DEFAULT_PRESET = "small"
 
 
-# --------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Building configs from presets, YAML files and overrides
 
 
@@ -307,7 +322,9 @@ def train_config(arch: str, preset: str, overrides: dict[str, Any] | None = None
 def model_config_class(arch: str) -> type:
     if arch not in MODEL_CONFIGS:
         hint = closest(arch, MODEL_CONFIGS)
-        raise UserError(f"unknown model '{arch}' (choose one of {', '.join(MODEL_CONFIGS)}; did you mean '{hint}'?)")
+        raise UserError(
+            f"unknown model '{arch}' (choose one of {', '.join(MODEL_CONFIGS)}; did you mean '{hint}'?)"
+        )
     return MODEL_CONFIGS[arch]
 
 

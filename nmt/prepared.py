@@ -37,7 +37,9 @@ class PreparedData:
         if not path.is_dir():
             raise UserError(f"data directory not found: {path} (create it with 'nmt prepare')")
         if not (path / MANIFEST_FILE).is_file() or not (path / ENCODED_DIR).is_dir():
-            raise UserError(f"{path} is not a prepared data directory (no {MANIFEST_FILE}; run 'nmt prepare')")
+            raise UserError(
+                f"{path} is not a prepared data directory (no {MANIFEST_FILE}; run 'nmt prepare')"
+            )
         return cls(path)
 
     @cached_property

@@ -123,4 +123,6 @@ def load_tokenizers(data_dir: Path) -> TokenizerPair:
     if joint.is_file():
         tokenizer = Tokenizer.load(joint)
         return TokenizerPair(tokenizer, tokenizer)
-    return TokenizerPair(Tokenizer.load(data_dir / SOURCE_MODEL_FILE), Tokenizer.load(data_dir / TARGET_MODEL_FILE))
+    return TokenizerPair(
+        Tokenizer.load(data_dir / SOURCE_MODEL_FILE), Tokenizer.load(data_dir / TARGET_MODEL_FILE)
+    )

@@ -122,7 +122,10 @@ def make_prepared(path: Path, train, dev, test, vocab_size: int = 64, joint: boo
 def toy_data(tmp_path_factory) -> Path:
     """A small prepared reversal task, shared by the tests of the whole session (read-only)."""
     return make_prepared(
-        tmp_path_factory.mktemp("toy-data"), toy_pairs(400, seed=1), toy_pairs(40, seed=2), toy_pairs(40, seed=3)
+        tmp_path_factory.mktemp("toy-data"),
+        toy_pairs(400, seed=1),
+        toy_pairs(40, seed=2),
+        toy_pairs(40, seed=3),
     )
 
 
