@@ -204,10 +204,13 @@ _TRANSFORMER_TRAIN = {"lr": 7e-4, "schedule": Schedule.inverse_sqrt, "label_smoo
 
 PRESETS: dict[str, dict[str, tuple[dict[str, Any], dict[str, Any]]]] = {
     "rnn": {
-        "tiny": ({"embed_dim": 32, "hidden_dim": 64, "dropout": 0.0}, {**_RNN_TRAIN, "batch_tokens": 512}),
+        "tiny": (
+            {"embed_dim": 32, "hidden_dim": 64, "dropout": 0.0},
+            {**_RNN_TRAIN, "batch_tokens": 512, "lr": 5e-3},
+        ),
         "small": (
             {"embed_dim": 128, "hidden_dim": 256, "dropout": 0.1},
-            {**_RNN_TRAIN, "batch_tokens": 2048},
+            {**_RNN_TRAIN, "batch_tokens": 2048, "lr": 5e-3},
         ),
         "base": ({"embed_dim": 256, "hidden_dim": 512, "dropout": 0.2}, {**_RNN_TRAIN, "batch_tokens": 4096}),
         # Bahdanau et al. 2014, App. A.2: embeddings 620, hidden 1000, maxout 500.
@@ -219,11 +222,11 @@ PRESETS: dict[str, dict[str, tuple[dict[str, Any], dict[str, Any]]]] = {
     "rnnsearch": {
         "tiny": (
             {"embed_dim": 32, "hidden_dim": 64, "attention_dim": 64, "dropout": 0.0},
-            {**_RNN_TRAIN, "batch_tokens": 512},
+            {**_RNN_TRAIN, "batch_tokens": 512, "lr": 5e-3},
         ),
         "small": (
             {"embed_dim": 128, "hidden_dim": 256, "attention_dim": 256, "dropout": 0.1},
-            {**_RNN_TRAIN, "batch_tokens": 2048},
+            {**_RNN_TRAIN, "batch_tokens": 2048, "lr": 5e-3},
         ),
         "base": (
             {"embed_dim": 256, "hidden_dim": 512, "attention_dim": 512, "dropout": 0.2},

@@ -68,8 +68,10 @@ class RNNSearch(Seq2Seq):
         self.from_state = nn.Linear(H, A + 3 * H)
         self.v_a = nn.Linear(A, 1, bias=False)
         self.output = DeepOutput(H, E, 2 * H, config.maxout_dim, config.tgt_vocab_size, config.dropout)
+        # Unit-variance embeddings: with E^-1/2 the GRU inputs start so small that the recurrence barely sees
+        # the words, and on the synthetic corpus training took several times as many updates to get going.
         for embedding in {self.src_embed, self.tgt_embed}:
-            init_embedding_(embedding, std=E**-0.5)
+            init_embedding_(embedding, std=1.0)
         init_gru_(self.encoder)
         for linear in (self.to_keys, self.init_state, self.from_prev, self.from_context, self.v_a):
             init_linear_(linear)
