@@ -15,7 +15,6 @@ So `nmt translate --checkpoint run/best.pt` needs nothing else, and loading neve
 
 from __future__ import annotations
 
-import os
 import pickle
 import zipfile
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ import torch
 
 from nmt.config import ModelConfig, from_dict, model_config_class, to_dict
 from nmt.errors import UserError
+from nmt.files import atomic_write
 from nmt.tokenizer import Tokenizer, TokenizerPair
 
 FORMAT = "nmt-checkpoint"
@@ -49,39 +49,6 @@ class Checkpoint:
         model = build_model(self.arch, self.model_config)
         model.load_state_dict(self.model_state)
         return model.to(device).eval()
-
-
-def atomic_write(path: Path, write) -> None:
-    """Call `write(file_object)` on a temporary file beside `path`, then rename it over `path`.
-
-    A crash (even kill -9) leaves either the old file or the new one, never a half-written one.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_directory(path.parent)
-
-
-def _fsync_directory(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def save_checkpoint(path: Path, checkpoint: Checkpoint) -> None:

@@ -24,7 +24,6 @@ bootstrap test of Koehn 2004, with the same resamples for both systems.
 from __future__ import annotations
 
 import csv
-import gzip
 import io
 import json
 import logging
@@ -582,32 +581,16 @@ def _bootstrap_slice(
 
 
 def read_lines(path: Path) -> list[str]:
-    """The lines of a UTF-8 text file (or .gz), without line endings; errors name the file and line."""
+    """The lines of a UTF-8 text file (or .gz), as `nmt prepare` reads them; an empty file is an error."""
+    from nmt.corpus import read_lines as read_corpus_lines
+
     path = Path(path)
-    if not path.exists():
-        raise UserError(f"file not found: {path}")
-    if not path.is_file():
+    if path.exists() and not path.is_file():
         raise UserError(f"{path} is not a file")
-    data = path.read_bytes()
-    if path.suffix == ".gz":
-        try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError) as error:
-            raise UserError(f"{path} is not a valid gzip file ({error})") from None
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        line = data.count(b"\n", 0, error.start) + 1
-        raise UserError(
-            f"{path} line {line} is not valid UTF-8 (byte 0x{data[error.start]:02x}); convert it to UTF-8"
-        ) from None
-    if not text:
+    lines = read_corpus_lines(path)
+    if not lines:
         raise UserError(f"{path} is empty (0 lines); it needs one line per source sentence")
-    # Only '\n' ends a line: str.splitlines() would also split at U+2028 etc. and misalign the files.
-    lines = text.split("\n")
-    if lines[-1] == "":
-        lines.pop()
-    return [line[:-1] if line.endswith("\r") else line for line in lines]
+    return lines
 
 
 def parse_named_path(spec: str, option: str) -> tuple[str, Path]:
@@ -685,14 +668,14 @@ def load_test_set(
 
 
 def write_json(report: EvalReport, path: Path) -> None:
-    from nmt.checkpoint import atomic_write
+    from nmt.files import atomic_write
 
     text = json.dumps(report.to_json_dict(), indent=2, ensure_ascii=False) + "\n"
     atomic_write(Path(path), lambda handle: handle.write(text.encode("utf-8")))
 
 
 def write_csv(report: EvalReport, path: Path) -> None:
-    from nmt.checkpoint import atomic_write
+    from nmt.files import atomic_write
 
     rows = report.csv_rows()
     buffer = io.StringIO()

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 def _save_png(figure: Figure, path: Path) -> None:
     """Render `figure` to PNG and write it atomically to `path`."""
-    from nmt.checkpoint import atomic_write
+    from nmt.files import atomic_write
 
     FigureCanvasAgg(figure)
     buffer = io.BytesIO()

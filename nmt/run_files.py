@@ -22,9 +22,10 @@ from typing import Any
 
 import torch
 
-from nmt.checkpoint import Checkpoint, atomic_write
+from nmt.checkpoint import Checkpoint
 from nmt.config import ModelConfig, TrainConfig, to_dict
 from nmt.errors import UserError
+from nmt.files import atomic_write
 from nmt.prepared import MANIFEST_FILE, PreparedData
 from nmt.tokenizer import TokenizerPair
 

@@ -383,7 +383,7 @@ def translate_stream(
 def translate_to_file(path: Path, translate) -> TranslationReport:
     """Call `translate(text_stream)` on a temporary file beside `path` and rename it to `path` at the end:
     a failure half-way leaves an existing `path` untouched and no partial output."""
-    from nmt.checkpoint import atomic_write
+    from nmt.files import atomic_write
 
     report = None
 
