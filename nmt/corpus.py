@@ -114,7 +114,7 @@ def read_lines(path: Path) -> list[str]:
     except UnicodeDecodeError as error:
         line = data.count(b"\n", 0, error.start) + 1
         raise UserError(
-            f"{path} is not valid UTF-8: line {line}, byte {error.start} ({error.reason})"
+            f"{path} line {line} is not valid UTF-8 (byte 0x{data[error.start]:02x}); convert it to UTF-8"
         ) from None
     if text.startswith("\ufeff"):  # a byte-order mark is not part of the first sentence
         text = text[1:]
