@@ -53,7 +53,7 @@ from nmt.models.layers import embeddings
 from nmt.models.transformer import Transformer, TransformerEncoded, attend_mask
 from nmt.schedules import LRState, learning_rate
 from nmt.tokenizer import BOS_ID, EOS_ID, PAD_ID
-from nmt.training import token_loss
+from nmt.training import adamw, clip_gradients, step_unless_nonfinite, token_loss
 
 logger = logging.getLogger(__name__)
 
@@ -664,11 +664,7 @@ class TrainingSetup:
         self.updates += 1
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(config, self.updates, LRState(plateau_lr=config.lr))
-        max_norm = config.clip_norm if config.clip_norm > 0 else math.inf
-        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
-        if self.fused:  # skips a non-finite update on the device, without a host sync
-            optimizer.found_inf = (~torch.isfinite(norm)).float()
-        optimizer.step()
+        step_unless_nonfinite(optimizer, clip_gradients(self.model, config.clip_norm), self.fused)
 
 
 def training_setup(
@@ -684,13 +680,7 @@ def training_setup(
     compiled: bool,
 ) -> TrainingSetup:
     model = model.to(device).train()
-    optimizer = torch.optim.AdamW(
-        model.parameters(),
-        lr=config.lr,
-        betas=config.betas,
-        weight_decay=config.weight_decay,
-        fused=fused or None,
-    )
+    optimizer = adamw(model, config, fused)
     train_model = torch.compile(model, dynamic=True) if compiled else model  # as the trainer compiles
     return TrainingSetup(
         name,

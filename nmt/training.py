@@ -178,6 +178,37 @@ def token_loss(logits: Tensor, tgt_out: Tensor, label_smoothing: float) -> Tenso
     )
 
 
+def adamw(model: torch.nn.Module, config: TrainConfig, fused: bool) -> torch.optim.AdamW:
+    """The optimizer of every run (fused on CUDA: one kernel for all parameters)."""
+    return torch.optim.AdamW(
+        model.parameters(),
+        lr=config.lr,
+        betas=config.betas,
+        weight_decay=config.weight_decay,
+        fused=fused or None,
+    )
+
+
+def clip_gradients(model: torch.nn.Module, clip_norm: float) -> Tensor:
+    """Clip the (true, unscaled) gradient to `clip_norm` (0: no clipping); return its norm before clipping."""
+    return torch.nn.utils.clip_grad_norm_(model.parameters(), clip_norm if clip_norm > 0 else math.inf)
+
+
+def step_unless_nonfinite(optimizer: torch.optim.Optimizer, norm: Tensor, fused: bool) -> Tensor:
+    """Apply the update, or skip it when the gradient holds NaN/inf (the weights stay as they were).
+
+    Fused AdamW skips on the device (its `found_inf` input, the one mixed precision's grad scaler uses), so
+    there is no host sync; elsewhere the check is a cheap CPU read. Returns whether the update was skipped.
+    """
+    bad = ~torch.isfinite(norm)
+    if fused:
+        optimizer.found_inf = bad.float()
+        optimizer.step()
+    elif not bool(bad):
+        optimizer.step()
+    return bad
+
+
 def fit_to_vocabulary(config: ModelConfig, tokenizers: TokenizerPair) -> ModelConfig:
     """The config with the data's vocabulary sizes, and one shared embedding table for a joint vocabulary."""
     values: dict[str, Any] = {
@@ -370,13 +401,7 @@ class Trainer:
         torch.manual_seed(config.seed)
         self.model = build_model(self.arch, self.model_config).to(self.device)
         self.fused = self.device.type == "cuda"
-        self.optimizer = torch.optim.AdamW(
-            self.model.parameters(),
-            lr=config.lr,
-            betas=config.betas,
-            weight_decay=config.weight_decay,
-            fused=self.fused or None,
-        )
+        self.optimizer = adamw(self.model, config, self.fused)
         self.progress = Progress(lr=LRState(plateau_lr=config.lr))
         if checkpoint is not None:
             self._restore(checkpoint)
@@ -541,22 +566,11 @@ class Trainer:
         return loss_sum
 
     def clip_gradients(self) -> Tensor:
-        """Clip the accumulated (true, unscaled) gradient to `clip_norm`; return its norm before clipping."""
-        max_norm = self.config.clip_norm if self.config.clip_norm > 0 else math.inf
-        return torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
+        """Clip the accumulated gradient to `clip_norm`; return its norm before clipping."""
+        return clip_gradients(self.model, self.config.clip_norm)
 
     def _step_unless_nonfinite(self, norm: Tensor) -> None:
-        """Apply the update, or skip it when the gradient holds NaN/inf (the weights stay as they were).
-
-        Fused AdamW skips on the device (its `found_inf` input, the one mixed precision's grad scaler uses),
-        so there is no host sync; elsewhere the check is a cheap CPU read.
-        """
-        bad = ~torch.isfinite(norm)
-        if self.fused:
-            self.optimizer.found_inf = bad.float()
-            self.optimizer.step()
-        elif not bool(bad):
-            self.optimizer.step()
+        bad = step_unless_nonfinite(self.optimizer, norm, self.fused)
         self._bad_run = (self._bad_run + 1) * bad
         self._skipped += bad
 
