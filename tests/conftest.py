@@ -35,6 +35,15 @@ def run_nmt(*args: str, input: str | None = None) -> CliResult:
     return CliResult(result.exit_code, result.stdout, result.stderr)
 
 
+@pytest.fixture
+def one_thread():
+    """Tiny models gain nothing from threads, and on a busy machine spinning threads slow them down."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(autouse=True)
 def _seeded():
     torch.manual_seed(0)

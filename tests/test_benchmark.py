@@ -51,15 +51,6 @@ def tiny_settings(device: str = "cpu") -> benchmark.BenchSettings:
     )
 
 
-@pytest.fixture
-def one_thread():
-    """One torch thread: on a busy machine, tiny operations on several threads wait for each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def positive(value) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
 

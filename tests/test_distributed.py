@@ -14,14 +14,7 @@ import torch.multiprocessing as mp
 from nmt.config import model_config, train_config
 from nmt.training import train
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models gain nothing from threads, and on a busy machine spinning threads slow them down."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 SETTINGS = {"max_steps": 1, "dev_sentences": 2, "device": "cpu", "label_smoothing": 0.1}

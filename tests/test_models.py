@@ -17,13 +17,7 @@ ARCHS = sorted(MODELS)
 SRC_VOCAB, TGT_VOCAB = 23, 29  # different sizes, so that a source/target mix-up fails loudly
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny matrices run faster on one thread, and much faster when the cores are busy."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_model(arch: str, **overrides) -> torch.nn.Module:

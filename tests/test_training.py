@@ -36,14 +36,7 @@ from nmt.training import (
     train,
 )
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models gain nothing from threads, and on a busy machine spinning threads slow them down."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 FAST = {"dev_sentences": 4, "validate_every": 1000, "save_every": 1000, "device": "cpu"}
