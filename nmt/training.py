@@ -56,6 +56,7 @@ from nmt.config import (
 )
 from nmt.devices import prepare_device, resolve_device
 from nmt.errors import UserError
+from nmt.memory import is_out_of_memory, release_cached_memory, run_in_pieces
 from nmt.prepared import PreparedData
 from nmt.run_files import (
     BEST,
@@ -154,6 +155,14 @@ class Progress:
             tokens=int(values["tokens"]),
             last_validated=int(values["last_validated"]),
         )
+
+
+class _PieceOutOfMemory(Exception):
+    """Batch number `index` of an update ran out of accelerator memory."""
+
+    def __init__(self, index: int):
+        super().__init__(index)
+        self.index = index
 
 
 class Diverged(UserError):
@@ -531,7 +540,9 @@ class Trainer:
         """One optimizer update on this rank's share of `window` (world_size * accumulate batches)."""
         total = sum(target_tokens(self.pairs, batch) for batch in window)
         mine = window[self.context.rank :: self.context.world_size]
-        loss = self.accumulate_gradients(mine, total)
+        loss = self._accumulate_within_memory(mine, total)
+        if loss is None:  # not one sentence of this update fit in memory
+            return
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate(self.config, self.progress.step + 1, self.progress.lr)
         norm = self.clip_gradients()
@@ -543,6 +554,44 @@ class Trainer:
             meter.global_tokens += total
         self.progress.tokens += total
 
+    def _accumulate_within_memory(self, batches: list[np.ndarray], total_tokens: int) -> Tensor | None:
+        """`accumulate_gradients`, redone with a batch cut in two whenever one runs out of device memory.
+
+        The gradient is the same however the sentences are grouped (the loss is a sum over tokens), so
+        splitting changes nothing but speed. A sentence that does not fit even alone is left out of the
+        update, with a warning; None when nothing was left. Under data parallelism the ranks would fall out
+        of step, so there an out-of-memory error still ends the run.
+        """
+        pieces = list(batches)
+        while True:
+            try:
+                return self.accumulate_gradients(pieces, total_tokens)
+            except _PieceOutOfMemory as failure:
+                where = failure.index
+            piece = pieces[where]
+            release_cached_memory(self.device)
+            step = self.progress.step + 1
+            if len(piece) > 1:
+                logger.warning(
+                    "step %d: out of memory on a batch of %d sentences; redoing the update with it in halves",
+                    step,
+                    len(piece),
+                )
+                pieces[where : where + 1] = np.array_split(piece, 2)
+                continue
+            logger.warning(
+                "step %d: training pair %d (%d target tokens) does not fit in memory even alone; left out "
+                "(a lower --max-target-len avoids such pairs)",
+                step,
+                int(piece[0]) + 1,
+                target_tokens(self.pairs, piece),
+            )
+            total_tokens -= target_tokens(self.pairs, piece)
+            del pieces[where]
+            if not pieces:
+                self.optimizer.zero_grad(set_to_none=True)
+                return None
+
     def accumulate_gradients(self, batches: list[np.ndarray], total_tokens: int) -> Tensor:
         """Backpropagate sum(token losses) / total_tokens over `batches`; return the summed loss (detached).
 
@@ -552,18 +601,30 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         scale = self.context.world_size / total_tokens
         loss_sum = torch.zeros((), device=self.device)
+        failed = None
         for i, indices in enumerate(batches):
-            batch = collate(self.pairs, indices)
-            batch = (batch.pin_memory() if self.device.type == "cuda" else batch).to(self.device)
-            last = i == len(batches) - 1
-            sync = nullcontext() if last or not self.context.enabled else self.train_model.no_sync()
-            with sync:
-                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
-                    logits = self.train_model(batch.src, batch.src_lengths, batch.tgt_in)  # (B, T, V)
-                loss = token_loss(logits, batch.tgt_out, self.config.label_smoothing)
-                (loss * scale).backward()
-            loss_sum += loss.detach()
+            try:
+                loss_sum += self._forward_backward(indices, scale, last=i == len(batches) - 1)
+            except Exception as error:  # noqa: BLE001 - anything but running out of memory is re-raised
+                if self.context.enabled or not is_out_of_memory(error):
+                    raise
+                failed = i
+                break
+        if failed is not None:  # raised outside the handler, so that the failed batch's tensors are freed
+            raise _PieceOutOfMemory(failed)
         return loss_sum
+
+    def _forward_backward(self, indices: np.ndarray, scale: float, last: bool) -> Tensor:
+        """Backpropagate one batch's summed token loss times `scale`; return the loss (detached)."""
+        batch = collate(self.pairs, indices)
+        batch = (batch.pin_memory() if self.device.type == "cuda" else batch).to(self.device)
+        sync = nullcontext() if last or not self.context.enabled else self.train_model.no_sync()
+        with sync:
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+                logits = self.train_model(batch.src, batch.src_lengths, batch.tgt_in)  # (B, T, V)
+            loss = token_loss(logits, batch.tgt_out, self.config.label_smoothing)
+            (loss * scale).backward()
+        return loss.detach()
 
     def clip_gradients(self) -> Tensor:
         """Clip the accumulated gradient to `clip_norm`; return its norm before clipping."""
@@ -663,27 +724,39 @@ class Trainer:
         decode = DecodeConfig()
         _, max_output_len = source_limits(self.model_config)
         model, tokenizer = self.model, self.data.tokenizers.target
-        model.eval()
         loss_sum = torch.zeros((), device=self.device)
         tokens = 0
         hypotheses = [""] * len(self.dev_references)
+
+        def score(indices: list[int]) -> list[str]:
+            """Greedy translations of dev pairs `indices`; their loss is added only if the batch fits."""
+            nonlocal loss_sum, tokens
+            batch = collate(self.dev_pairs, np.asarray(indices)).to(self.device)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+                logits = model(batch.src, batch.src_lengths, batch.tgt_in)  # (B, T, V)
+                found = greedy_search(
+                    model,
+                    batch.src,
+                    batch.src_lengths,
+                    max_len_a=decode.max_len_a,
+                    max_len_b=decode.max_len_b,
+                    max_output_len=max_output_len,
+                )
+            loss_sum += token_loss(logits, batch.tgt_out, label_smoothing=0.0)
+            tokens += batch.num_tokens
+            return [tokenizer.decode(hypothesis.tokens) for hypothesis in found]
+
+        def does_not_fit(index: int) -> str:
+            logger.warning("dev sentence %d does not fit in memory even alone: scored as empty", index + 1)
+            return ""
+
+        model.eval()
         try:
             for indices in self.dev_batches:
-                batch = collate(self.dev_pairs, indices).to(self.device)
-                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
-                    logits = model(batch.src, batch.src_lengths, batch.tgt_in)  # (B, T, V)
-                    found = greedy_search(
-                        model,
-                        batch.src,
-                        batch.src_lengths,
-                        max_len_a=decode.max_len_a,
-                        max_len_b=decode.max_len_b,
-                        max_output_len=max_output_len,
-                    )
-                loss_sum += token_loss(logits, batch.tgt_out, label_smoothing=0.0)
-                tokens += batch.num_tokens
-                for index, hypothesis in zip(indices.tolist(), found, strict=True):
-                    hypotheses[index] = tokenizer.decode(hypothesis.tokens)
+                indices = indices.tolist()
+                texts = run_in_pieces(score, indices, self.device, does_not_fit, what="dev batch")
+                for index, text in zip(indices, texts, strict=True):
+                    hypotheses[index] = text
         finally:
             model.train()
         dev_loss = float(loss_sum) / max(1, tokens)

@@ -10,6 +10,8 @@ exactly one `Translation` per input line, in input order.
 - A line longer than the model can take is cut to `source_limits(...)` subwords, with a logged warning.
 - Within a chunk, sentences are sorted by length and grouped so that each batch holds at most
   `DecodeConfig.batch_tokens` padded source tokens times the beam size (the rows that beam search runs).
+- A batch that runs out of GPU memory anyway is translated in halves (nmt/memory.py); a line that does not
+  fit even alone is left empty, with a warning that names it, and the rest of the input is still translated.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from nmt.config import DecodeConfig, ModelConfig, TransformerConfig
 from nmt.corpus import normalize, one_line
 from nmt.decoding import Hypothesis, beam_search
 from nmt.errors import UserError
+from nmt.memory import run_in_pieces
 from nmt.tokenizer import TokenizerPair
 
 if TYPE_CHECKING:
@@ -268,10 +271,10 @@ def _translate_chunk(
     hypotheses: list[list[Hypothesis]] = [[] for _ in chunk]
     nonempty = [i for i, ids in enumerate(source_ids) if ids]
     budget = max(1, config.batch_tokens // config.beam_size)  # the beams multiply the rows of a batch
-    for batch in length_batches([len(source_ids[i]) + 1 for i in nonempty], budget):
-        rows = [nonempty[j] for j in batch]
+
+    def search(rows: list[int]) -> list[list[Hypothesis]]:
         src, src_lengths = pad_sources([source_ids[i] for i in rows])
-        results = beam_search(
+        return beam_search(
             model,
             src.to(device),
             src_lengths.to(device),
@@ -284,7 +287,21 @@ def _translate_chunk(
             max_output_len=max_output,
             return_attention=attention,
         )
-        for i, result in zip(rows, results, strict=True):
+
+    def does_not_fit(row: int) -> list[Hypothesis]:
+        logger.warning(
+            "line %d (%d subwords) does not fit in %s memory even alone at beam %d: left untranslated%s",
+            offset + row + 1,
+            len(source_ids[row]),
+            device.type.upper(),
+            config.beam_size,
+            " (a smaller --beam or --device cpu would translate it)" if device.type != "cpu" else "",
+        )
+        return []
+
+    for batch in length_batches([len(source_ids[i]) + 1 for i in nonempty], budget):
+        rows = [nonempty[j] for j in batch]
+        for i, result in zip(rows, run_in_pieces(search, rows, device, does_not_fit), strict=True):
             hypotheses[i] = result
 
     translations = []
