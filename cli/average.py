@@ -29,10 +29,12 @@ def average(
     from nmt.averaging import average_checkpoints, last_checkpoints
     from nmt.checkpoint import save_checkpoint
     from nmt.errors import UserError
+    from nmt.files import check_writable
 
     listed = [*(inputs or []), *(checkpoints or [])]
     if bool(listed) == (run_dir is not None):
         raise UserError("give either --inputs CKPT... or --run-dir DIR (with --last N), not both or neither")
+    check_writable(output)
     paths = listed or last_checkpoints(run_dir, last)
     save_checkpoint(output, average_checkpoints(paths))
     typer.echo(f"averaged {len(paths)} checkpoints into {output}", err=True)

@@ -89,6 +89,7 @@ def evaluate(
     with bootstrap confidence intervals and paired significance tests (Koehn 2004)."""
     from nmt.config import DecodeConfig, EvalConfig
     from nmt.evaluation import evaluate_systems, load_test_set, parse_bucket_edges, write_csv, write_json
+    from nmt.files import check_writable
     from nmt.plots import plot_bleu_by_length
 
     overrides = {
@@ -100,6 +101,9 @@ def evaluate(
     }
     config = EvalConfig(ter=ter, **{key: value for key, value in overrides.items() if value is not None})
     decode = DecodeConfig(beam_size=beam) if beam is not None else DecodeConfig()
+    for output in (json, csv, plot):  # found now, not after translating and scoring
+        if output is not None:
+            check_writable(output)
     data = load_test_set(source, reference, system or [], checkpoint or [], decode, device)
     report = evaluate_systems(data.sources, data.references, data.systems, config)
     typer.echo(report.format_table())

@@ -8,11 +8,41 @@ import os
 import sys
 
 import typer
+from typer.core import TyperGroup
 
 from cli import average, evaluate, prepare, train, translate
-from nmt.errors import UserError
+from nmt.errors import UserError, os_problem
+
+
+class OneLineUsageErrors(TyperGroup):
+    """Usage errors (an unknown option, a value of the wrong type) as one line and exit code 2, like every
+    other error, instead of a usage banner and a framed box."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except typer.Abort:
+            typer.echo("aborted", err=True)
+            code = 130
+        except Exception as error:  # noqa: BLE001 - only Click's own usage errors are handled here
+            # Matched by shape: depending on the version, Typer raises click's exception classes or its own
+            # vendored copies of them.
+            if not (hasattr(error, "format_message") and hasattr(error, "exit_code")):
+                raise
+            if type(error).__name__ == "NoArgsIsHelpError":
+                error.show()  # the command's help text, as for --help
+            else:
+                context = getattr(error, "ctx", None)
+                command = context.command_path if context is not None else "nmt"
+                typer.echo(f"error: {error.format_message()} (see '{command} --help')", err=True)
+            code = error.exit_code
+        if not standalone_mode:
+            return code
+        sys.exit(code if isinstance(code, int) else 0)
+
 
 app = typer.Typer(
+    cls=OneLineUsageErrors,
     name="nmt",
     help=(
         "Neural machine translation, from raw corpus to BLEU by sentence length.\n\n"
@@ -26,15 +56,22 @@ app = typer.Typer(
 
 
 def reports_user_errors(command):
-    """Turn a `UserError` into one line on stderr and exit code 2, instead of a traceback."""
+    """Turn a `UserError`, or an OS error the user can fix (a full disk, a read-only directory), into one
+    line on stderr and exit code 2, instead of a traceback."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         try:
             return command(*args, **kwargs)
         except UserError as error:
-            typer.echo(f"error: {error}", err=True)
-            raise typer.Exit(code=2) from None
+            message = str(error)
+        except OSError as error:
+            problem = os_problem(error)
+            if problem is None:
+                raise
+            message = f"{error.filename or 'a file'}: {problem}"
+        typer.echo(f"error: {message}", err=True)
+        raise typer.Exit(code=2)
 
     return wrapper
 

@@ -92,6 +92,7 @@ def translate(
     import dataclasses
 
     from nmt.devices import resolve_device
+    from nmt.files import check_writable
     from nmt.translation import (
         CHUNK_LINES,
         check_decode_config,
@@ -112,6 +113,11 @@ def translate(
     }
     config = dataclasses.replace(_DEFAULTS, **{k: v for k, v in given.items() if v is not None})
     check_decode_config(config)
+    # An output that cannot be written is found now, not after the whole input has been translated.
+    if output_path != STDIO:
+        check_writable(output_path)
+    if attention_plot is not None:
+        check_writable(attention_plot / "0001.png")
     lines = read_input_lines(None if input_path == STDIO else input_path)
     target = resolve_device(device)
     model, ckpt = load_translator(checkpoint, target)

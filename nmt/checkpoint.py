@@ -16,6 +16,7 @@ So `nmt translate --checkpoint run/best.pt` needs nothing else, and loading neve
 from __future__ import annotations
 
 import pickle
+import re
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,17 +81,28 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> Che
         raise UserError(f"checkpoint not found: {path}")
     if not path.is_file():
         raise UserError(f"checkpoint {path} is not a file")
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive, with its directory at the end
+        raise UserError(
+            f"cannot read checkpoint {path}: it is truncated or not a checkpoint file; "
+            "use another copy or an earlier checkpoint"
+        )
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else "unsafe content"
+        # Loading only tensors and plain containers is what keeps a crafted file from running code.
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
+        what = f"it refers to {found.group(1)}" if found else "it holds objects other than weights"
         raise UserError(
-            f"refusing to load {path}: it holds objects that are not plain weights ({first_line[:200]})"
+            f"refusing to load {path}: {what}, which could run code when loaded; use only checkpoints "
+            "written by nmt"
         ) from None
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        reason = (
+            str(error).strip().splitlines()[0].split(". ")[0] if str(error).strip() else type(error).__name__
+        )
         raise UserError(
-            f"cannot read checkpoint {path}: it is truncated or not a checkpoint ({reason[:200]})"
+            f"cannot read checkpoint {path}: it is truncated or damaged ({reason[:160]}); "
+            "use another copy or an earlier checkpoint"
         ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise UserError(f"{path} is not an nmt checkpoint")

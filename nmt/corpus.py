@@ -90,6 +90,8 @@ def find_file(prefix: Path, lang: str) -> Path:
         return plain
     if gzipped.is_file():
         return gzipped
+    if plain.exists() or gzipped.exists():
+        raise UserError(f"{plain if plain.exists() else gzipped} is not a readable text file (a directory?)")
     raise UserError(f"file not found: {plain} (nor {gzipped.name}); check the prefix and the language code")
 
 

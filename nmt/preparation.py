@@ -43,7 +43,8 @@ from nmt.corpus import (
     read_parallel_files,
     synthetic_corpus,
 )
-from nmt.errors import UserError
+from nmt.errors import UserError, os_problem
+from nmt.files import cannot_write, check_writable
 from nmt.prepared import ENCODED_DIR, MANIFEST_FILE, SPLITS, TEXT_DIR
 from nmt.tokenizer import (
     JOINT_MODEL_FILE,
@@ -109,6 +110,7 @@ def prepare_data(config: PrepareConfig, out: Path, force: bool = False) -> Prepa
     out = Path(out)
     _check_config(config)
     _check_out(out, force)
+    check_writable(out, is_file=False)  # fail before the work, not after it
 
     raw, source_lang, target_lang = read_inputs(config)
     splits = {name: _normalized(text, name) for name, text in raw.items()}
@@ -490,10 +492,12 @@ def _write(out: Path, force: bool, manifest, splits, encoded, tokenizers) -> Non
             json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
         )
         _move_into_place(tmp, out, force)
-    except BaseException:
+    except BaseException as error:
         shutil.rmtree(tmp, ignore_errors=True)
         if created_parent and not any(out.parent.iterdir()):
             out.parent.rmdir()
+        if isinstance(error, OSError) and os_problem(error):
+            raise cannot_write(out, error) from None
         raise
 
 

@@ -24,8 +24,8 @@ import torch
 
 from nmt.checkpoint import Checkpoint
 from nmt.config import ModelConfig, TrainConfig, to_dict
-from nmt.errors import UserError
-from nmt.files import atomic_write
+from nmt.errors import UserError, os_problem
+from nmt.files import atomic_write, cannot_write, check_writable
 from nmt.prepared import MANIFEST_FILE, PreparedData
 from nmt.tokenizer import TokenizerPair
 
@@ -63,15 +63,23 @@ def copy_atomically(source: Path, target: Path) -> None:
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
     tmp.unlink(missing_ok=True)
     try:
-        os.link(source, tmp)
-    except OSError:
-        shutil.copyfile(source, tmp)
-    os.replace(tmp, target)
+        try:
+            os.link(source, tmp)
+        except OSError:
+            shutil.copyfile(source, tmp)
+        os.replace(tmp, target)
+    except OSError as error:
+        tmp.unlink(missing_ok=True)
+        if os_problem(error):
+            raise cannot_write(target, error) from None
+        raise
 
 
 def prepare_run_dir(run_dir: Path, resuming: bool, force: bool, main: bool = True) -> None:
     """Refuse to start a fresh run over existing checkpoints, unless `force`: then the main process removes
     the old run's files."""
+    if main:  # before anything is removed, and before any training time is spent
+        check_writable(run_dir / LAST)
     existing = [p for p in (run_dir / BEST, run_dir / LAST) if p.exists()] + step_checkpoints(run_dir)
     if existing and not resuming:
         if not force:

@@ -19,6 +19,7 @@ import dataclasses
 import enum
 import logging
 import math
+import shutil
 import signal
 import sys
 import threading
@@ -298,12 +299,18 @@ def train(
         torch.cuda.set_device(device)
     prepare_device(device)
     created_group = distributed.init_process_group(context, device)
+    fresh = context.is_main and not run_dir.exists()
     try:
-        # Every rank checks (so that all of them stop on a bad run directory); rank 0 writes.
-        prepare_run_dir(run_dir, resuming=checkpoint is not None, force=force, main=context.is_main)
-        if context.is_main:
-            write_config(run_dir, arch, Path(data_dir), model_config, train_config)
-        trainer = Trainer(data, arch, model_config, train_config, run_dir, device, context, checkpoint)
+        try:
+            # Every rank checks (so that all of them stop on a bad run directory); rank 0 writes.
+            prepare_run_dir(run_dir, resuming=checkpoint is not None, force=force, main=context.is_main)
+            if context.is_main:
+                write_config(run_dir, arch, Path(data_dir), model_config, train_config)
+            trainer = Trainer(data, arch, model_config, train_config, run_dir, device, context, checkpoint)
+        except UserError:
+            if fresh:  # a run that never started leaves no directory behind
+                shutil.rmtree(run_dir, ignore_errors=True)
+            raise
         try:
             return trainer.fit()
         except KeyboardInterrupt:
