@@ -65,10 +65,8 @@ def read_only_supported():
         pytest.skip("running as root without CAP_SETPCAP: a 0555 directory cannot be made read-only for us")
 
 
-def nmt_child(
-    *args, read_only: bool = False, file_size_limit: int | None = None
-) -> subprocess.CompletedProcess:
-    """Run `nmt ARGS` in a child process with the given restriction."""
+def nmt_child(command: str, read_only: bool = False, file_size_limit: int | None = None):
+    """Run `nmt COMMAND` (split at spaces) in a child process with the given restriction."""
 
     def restrict():
         if read_only:
@@ -84,7 +82,7 @@ def nmt_child(
         "PYTHONDONTWRITEBYTECODE": "1",
     }
     return subprocess.run(
-        [sys.executable, "-m", "cli.main", *map(str, args)],
+        [sys.executable, "-m", "cli.main", *command.split()],
         cwd=REPO,
         env=env,
         preexec_fn=restrict,
@@ -147,14 +145,7 @@ def inputs(tmp_path: Path, lines: int = 300) -> tuple[Path, Path]:
 def test_prepare_into_a_read_only_directory(read_only):
     before = snapshot(read_only)
     result = nmt_child(
-        "prepare",
-        "--dataset",
-        "synthetic",
-        "--synthetic-size",
-        "3000",
-        "--out",
-        read_only / "data",
-        read_only=True,
+        f"prepare --dataset synthetic --synthetic-size 3000 --out {read_only / 'data'}", read_only=True
     )
     assert_one_line_error(result, str(read_only / "data"), "permission denied")
     assert snapshot(read_only) == before
@@ -165,17 +156,7 @@ def test_train_resuming_in_a_read_only_run_directory(toy_data, trained_run, tmp_
     trained_run.chmod(0o555)
     try:
         result = nmt_child(
-            "train",
-            "--data",
-            toy_data,
-            "--model",
-            "rnn",
-            "--out",
-            trained_run,
-            "--resume",
-            "--max-steps",
-            "8",
-            read_only=True,
+            f"train --data {toy_data} --model rnn --out {trained_run} --resume --max-steps 8", read_only=True
         )
     finally:
         trained_run.chmod(0o755)
@@ -187,19 +168,12 @@ def test_translate_into_a_read_only_directory(tiny_checkpoint, read_only, tmp_pa
     source, _ = inputs(tmp_path)
     before = snapshot(read_only)
     result = nmt_child(
-        "translate", "-c", tiny_checkpoint("rnn"), "-i", source, "-o", read_only / "kept.txt", read_only=True
+        f"translate -c {tiny_checkpoint('rnn')} -i {source} -o {read_only / 'kept.txt'}", read_only=True
     )
     assert_one_line_error(result, "kept.txt", "permission denied")
+    rnnsearch, plots = tiny_checkpoint("rnnsearch"), read_only / "plots"
     result = nmt_child(
-        "translate",
-        "-c",
-        tiny_checkpoint("rnnsearch"),
-        "-i",
-        source,
-        "-o",
-        tmp_path / "out.txt",
-        "--attention-plot",
-        read_only / "plots",
+        f"translate -c {rnnsearch} -i {source} -o {tmp_path / 'out.txt'} --attention-plot {plots}",
         read_only=True,
     )
     assert_one_line_error(result, "plots", "permission denied")
@@ -211,15 +185,7 @@ def test_eval_into_a_read_only_directory(read_only, tmp_path):
     before = snapshot(read_only)
     for option in ("--json", "--csv", "--plot"):
         result = nmt_child(
-            "eval",
-            "-s",
-            source,
-            "-r",
-            reference,
-            "--system",
-            f"copy={reference}",
-            option,
-            read_only / "out",
+            f"eval -s {source} -r {reference} --system copy={reference} {option} {read_only / 'out'}",
             read_only=True,
         )
         assert_one_line_error(result, str(read_only / "out"), "permission denied")
@@ -228,9 +194,7 @@ def test_eval_into_a_read_only_directory(read_only, tmp_path):
 
 def test_average_into_a_read_only_directory(trained_run, read_only):
     before = snapshot(read_only)
-    result = nmt_child(
-        "average", "--run-dir", trained_run, "--last", "2", "-o", read_only / "avg.pt", read_only=True
-    )
+    result = nmt_child(f"average --run-dir {trained_run} --last 2 -o {read_only / 'avg.pt'}", read_only=True)
     assert_one_line_error(result, "avg.pt", "permission denied")
     assert snapshot(read_only) == before
 
@@ -241,22 +205,11 @@ def test_average_into_a_read_only_directory(trained_run, read_only):
 
 def test_prepare_with_a_full_disk_keeps_the_old_data(tmp_path):
     out = tmp_path / "data"
-    first = nmt_child(
-        "prepare", "--dataset", "synthetic", "--synthetic-size", "3000", "--vocab-size", "300", "--out", out
-    )
+    first = nmt_child(f"prepare --dataset synthetic --synthetic-size 3000 --vocab-size 300 --out {out}")
     assert first.returncode == 0, first.stderr
     before = snapshot(tmp_path)
     result = nmt_child(
-        "prepare",
-        "--dataset",
-        "synthetic",
-        "--synthetic-size",
-        "4000",
-        "--vocab-size",
-        "300",
-        "--out",
-        out,
-        "--force",
+        f"prepare --dataset synthetic --synthetic-size 4000 --vocab-size 300 --out {out} --force",
         file_size_limit=50_000,
     )
     assert_one_line_error(result, str(out), "file too large")
@@ -270,18 +223,7 @@ def test_train_with_a_full_disk_keeps_the_last_checkpoint(toy_data, trained_run,
         (run_dir / path.name).write_bytes(path.read_bytes())
     checkpoints = {name: (run_dir / name).read_bytes() for name in ("best.pt", "last.pt")}
     result = nmt_child(
-        "train",
-        "--data",
-        toy_data,
-        "--model",
-        "rnn",
-        "--out",
-        run_dir,
-        "--resume",
-        "--max-steps",
-        "8",
-        "--save-every",
-        "2",
+        f"train --data {toy_data} --model rnn --out {run_dir} --resume --max-steps 8 --save-every 2",
         file_size_limit=20_000,
     )
     assert_one_line_error(result, str(run_dir), "file too large")
@@ -295,16 +237,7 @@ def test_translate_with_a_full_disk_keeps_the_old_output(tiny_checkpoint, tmp_pa
     output.write_text("an earlier translation\n")
     before = snapshot(tmp_path)
     result = nmt_child(
-        "translate",
-        "-c",
-        tiny_checkpoint("rnn"),
-        "-i",
-        source,
-        "-o",
-        output,
-        "--beam",
-        "1",
-        file_size_limit=4_000,
+        f"translate -c {tiny_checkpoint('rnn')} -i {source} -o {output} --beam 1", file_size_limit=4_000
     )
     assert_one_line_error(result, "out.txt", "file too large")
     assert snapshot(tmp_path) == before
@@ -316,16 +249,7 @@ def test_eval_with_a_full_disk_keeps_the_old_report(tmp_path):
     report.write_text("{}\n")
     before = snapshot(tmp_path)
     result = nmt_child(
-        "eval",
-        "-s",
-        source,
-        "-r",
-        reference,
-        "--system",
-        f"copy={reference}",
-        "--json",
-        report,
-        file_size_limit=500,
+        f"eval -s {source} -r {reference} --system copy={reference} --json {report}", file_size_limit=500
     )
     assert_one_line_error(result, "report.json", "file too large")
     assert snapshot(tmp_path) == before
@@ -334,9 +258,7 @@ def test_eval_with_a_full_disk_keeps_the_old_report(tmp_path):
 def test_average_with_a_full_disk_keeps_the_old_checkpoint(trained_run, tmp_path):
     output = tmp_path / "avg.pt"
     output.write_bytes(b"an earlier average")
-    result = nmt_child(
-        "average", "--run-dir", trained_run, "--last", "2", "-o", output, file_size_limit=20_000
-    )
+    result = nmt_child(f"average --run-dir {trained_run} --last 2 -o {output}", file_size_limit=20_000)
     assert_one_line_error(result, "avg.pt", "file too large")
     assert output.read_bytes() == b"an earlier average"
     assert [path.name for path in tmp_path.iterdir()] == ["avg.pt"]
