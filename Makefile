@@ -31,7 +31,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-demo: $(STAMP)  ## the main job on the embedded synthetic corpus (CPU, offline, about 15 minutes)
+demo: $(STAMP)  ## the main job on the embedded synthetic corpus (CPU, offline, about 10 minutes)
 	@echo "== 1/4 prepare the synthetic Ulami-Zerak corpus"
 	$(OFFLINE) $(NMT) prepare --dataset synthetic --synthetic-size $(DEMO_PAIRS) \
 		--model-type bpe --vocab-size 1000 --out $(DEMO_DIR)/data --force
