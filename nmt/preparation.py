@@ -43,8 +43,8 @@ from nmt.corpus import (
     read_parallel_files,
     synthetic_corpus,
 )
-from nmt.errors import UserError, os_problem
-from nmt.files import cannot_write, check_writable
+from nmt.errors import UserError
+from nmt.files import cannot_write, check_writable, fixable_os_error
 from nmt.prepared import ENCODED_DIR, MANIFEST_FILE, SPLITS, TEXT_DIR
 from nmt.tokenizer import (
     JOINT_MODEL_FILE,
@@ -496,8 +496,9 @@ def _write(out: Path, force: bool, manifest, splits, encoded, tokenizers) -> Non
         shutil.rmtree(tmp, ignore_errors=True)
         if created_parent and not any(out.parent.iterdir()):
             out.parent.rmdir()
-        if isinstance(error, OSError) and os_problem(error):
-            raise cannot_write(out, error) from None
+        cause = fixable_os_error(error)
+        if cause is not None:
+            raise cannot_write(out, cause) from None
         raise
 
 

@@ -24,8 +24,8 @@ import torch
 
 from nmt.checkpoint import Checkpoint
 from nmt.config import ModelConfig, TrainConfig, to_dict
-from nmt.errors import UserError, os_problem
-from nmt.files import atomic_write, cannot_write, check_writable
+from nmt.errors import UserError
+from nmt.files import atomic_write, cannot_write, check_writable, fixable_os_error
 from nmt.prepared import MANIFEST_FILE, PreparedData
 from nmt.tokenizer import TokenizerPair
 
@@ -70,8 +70,9 @@ def copy_atomically(source: Path, target: Path) -> None:
         os.replace(tmp, target)
     except OSError as error:
         tmp.unlink(missing_ok=True)
-        if os_problem(error):
-            raise cannot_write(target, error) from None
+        cause = fixable_os_error(error)
+        if cause is not None:
+            raise cannot_write(target, cause) from None
         raise
 
 

@@ -171,3 +171,32 @@ def tiny_checkpoint(toy_data, tmp_path_factory):
         return made[arch]
 
     return get
+
+
+def snapshot(directory: Path) -> dict[str, str]:
+    """Every file and folder under `directory` (hidden ones too), files with a hash of their bytes: equal
+    snapshots before and after a command mean it changed, created and removed nothing there."""
+    import hashlib
+
+    return {
+        str(path.relative_to(directory)): hashlib.sha256(path.read_bytes()).hexdigest()
+        if path.is_file()
+        else "dir"
+        for path in sorted(directory.rglob("*"))
+    }
+
+
+class _RunsCodeWhenLoaded:
+    """Unpickling this calls Path.touch(marker): what a malicious checkpoint could do."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.marker),))
+
+
+def save_checkpoint_that_runs_code(path: Path, marker: Path) -> Path:
+    """A file shaped like an nmt checkpoint whose unpickling would create `marker`."""
+    torch.save({"format": "nmt-checkpoint", "version": 1, "model": _RunsCodeWhenLoaded(marker)}, path)
+    return path

@@ -7,13 +7,12 @@ disk cases need a child process with a restriction and live in tests/test_write_
 
 from __future__ import annotations
 
-import hashlib
 import re
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import make_prepared, run_nmt, toy_pairs
+from conftest import make_prepared, run_nmt, save_checkpoint_that_runs_code, snapshot, toy_pairs
 from test_write_errors import WRITE_ERROR_CASES
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "reliability.md"
@@ -96,14 +95,6 @@ MATRIX: dict[tuple[str, str], tuple[str, str]] = {
 }
 
 
-class _RunsCodeWhenLoaded:
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (Path.touch, (Path(self.marker),))
-
-
 @pytest.fixture(scope="module")
 def workspace(toy_data, tmp_path_factory) -> Path:
     """Inputs of every kind, good and bad, plus outputs that already exist and must survive."""
@@ -141,17 +132,8 @@ def workspace(toy_data, tmp_path_factory) -> Path:
     good = (run / "last.pt").read_bytes()
     (w / "truncated.pt").write_bytes(good[: len(good) // 2])
     (w / "noise.pt").write_bytes(torch.randint(0, 256, (4096,), dtype=torch.uint8).numpy().tobytes())
-    torch.save({"format": "nmt-checkpoint", "model": _RunsCodeWhenLoaded(w / "code-ran")}, w / "crafted.pt")
+    save_checkpoint_that_runs_code(w / "crafted.pt", marker=w / "code-ran")
     return w
-
-
-def snapshot(directory: Path) -> dict[str, str]:
-    return {
-        str(path.relative_to(directory)): hashlib.sha256(path.read_bytes()).hexdigest()
-        if path.is_file()
-        else "dir"
-        for path in sorted(directory.rglob("*"))
-    }
 
 
 @pytest.mark.parametrize("command, case", list(MATRIX), ids=[f"{c}: {k}" for c, k in MATRIX])

@@ -8,8 +8,7 @@ import json
 
 import pytest
 import torch
-
-from tests.conftest import run_nmt
+from conftest import run_nmt
 
 TRAIN_STEPS = 300
 MARGIN = 10.0  # BLEU points in the 40+ words bucket

@@ -2,27 +2,12 @@
 
 from __future__ import annotations
 
-import torch
-
-from tests.conftest import run_nmt
-
-
-class _RunsCodeWhenLoaded:
-    """Unpickling this calls pathlib.Path.touch(marker): what a malicious checkpoint could do."""
-
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        import pathlib
-
-        return (pathlib.Path.touch, (pathlib.Path(self.marker),))
+from conftest import run_nmt, save_checkpoint_that_runs_code
 
 
 def test_a_checkpoint_that_would_run_code_is_refused(tmp_path):
     marker = tmp_path / "code-ran"
-    crafted = tmp_path / "crafted.pt"
-    torch.save({"format": "nmt-checkpoint", "version": 1, "model": _RunsCodeWhenLoaded(str(marker))}, crafted)
+    crafted = save_checkpoint_that_runs_code(tmp_path / "crafted.pt", marker)
     source = tmp_path / "in.txt"
     source.write_text("hello\n", encoding="utf-8")
 

@@ -7,8 +7,7 @@ import json
 import random
 
 import pytest
-
-from tests.conftest import run_nmt
+from conftest import run_nmt
 
 # Pieces that break naive text handling: control characters and NUL, right-to-left text and marks, emoji
 # (with zero-width joiners and variation selectors), combining marks, Unicode line/paragraph separators,

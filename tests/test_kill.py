@@ -14,8 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from tests.conftest import run_nmt
+from conftest import run_nmt
 
 ROOT = Path(__file__).resolve().parent.parent
 STEPS = 24

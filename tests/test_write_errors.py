@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import hashlib
 import os
 import resource
 import subprocess
@@ -21,7 +20,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import run_nmt
+from conftest import run_nmt, snapshot
 
 from nmt.errors import UserError
 from nmt.files import atomic_write, check_writable
@@ -90,15 +89,6 @@ def nmt_child(command: str, read_only: bool = False, file_size_limit: int | None
         text=True,
         timeout=300,
     )
-
-
-def snapshot(directory: Path) -> dict[str, str]:
-    """Every file under `directory` (hidden ones too) and a hash of its bytes."""
-    return {
-        str(path.relative_to(directory)): hashlib.sha256(path.read_bytes()).hexdigest()
-        for path in sorted(directory.rglob("*"))
-        if path.is_file()
-    }
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
