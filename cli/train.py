@@ -64,6 +64,13 @@ def train(
     dev_sentences: Annotated[int | None, typer.Option(help="Dev sentences scored (a fixed prefix).")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed (initialisation, batches, dropout).")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = None,
+    bf16: Annotated[
+        bool | None,
+        typer.Option(
+            "--bf16/--no-bf16",
+            help="bf16 autocast on CUDA (the weights stay float32); the CPU always trains in float32.",
+        ),
+    ] = None,
     compile: Annotated[
         bool | None,
         typer.Option(
@@ -104,6 +111,7 @@ def train(
         "dev_sentences",
         "seed",
         "device",
+        "bf16",
         "compile",
     ]
     overrides = {name: given[name] for name in names if given[name] is not None}

@@ -44,12 +44,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+import nmt.models.transformer as transformer_module
 from nmt.batching import Batch, TokenizedPairs, filter_lengths, padding_stats, token_batches
 from nmt.config import DecodeConfig, RNNSearchConfig, TrainConfig, model_config, train_config
 from nmt.decoding import Hypothesis, beam_search, greedy_search, max_output_lengths
 from nmt.models import build_model
-from nmt.models.base import Seq2Seq, source_pad_mask
+from nmt.models.base import Seq2Seq, reorder_tree, source_pad_mask
 from nmt.models.layers import embeddings
+from nmt.models.rnnsearch import RNNSearch
 from nmt.models.transformer import Transformer, TransformerEncoded, attend_mask
 from nmt.schedules import LRState, learning_rate
 from nmt.tokenizer import BOS_ID, EOS_ID, PAD_ID
@@ -543,6 +545,35 @@ class TransformerWithoutCache(Seq2Seq):
             x = layer(x, keys, values, mask)
         log_probs = self.model._logits(x[:, -1:])[:, 0].float().log_softmax(dim=-1)  # (B, V)
         return log_probs, replace(state, prefix=prefix)
+
+
+class TanhRNNSearch(RNNSearch):
+    """RNNsearch with eq. 6 computed as written, v_a^T tanh(W_a s_{i-1} + U_a h_j), instead of the model's
+    sigmoid form (same alignments)."""
+
+    def align(self, query: Tensor, keys: Tensor, pad_mask: Tensor) -> Tensor:
+        scores = self.v_a(torch.tanh(query[:, None, :] + keys)).squeeze(-1)  # (B, S)
+        return scores.masked_fill(pad_mask, float("-inf")).softmax(dim=-1, dtype=torch.float32)
+
+
+class ReorderEverything(Seq2Seq):
+    """A model whose `reorder` copies every row of the state, the source side included, at every step."""
+
+    def __init__(self, model: Seq2Seq):
+        super().__init__(model.config)
+        self.model = model
+
+    def encode(self, src: Tensor, src_lengths: Tensor) -> Any:
+        return self.model.encode(src, src_lengths)
+
+    def start(self, encoded: Any) -> Any:
+        return self.model.start(encoded)
+
+    def step(self, prev: Tensor, state: Any) -> tuple[Tensor, Any]:
+        return self.model.step(prev, state)
+
+    def reorder(self, state: Any, index: Tensor, same_sources: bool = False) -> Any:
+        return reorder_tree(state, index)
 
 
 def marian_available() -> bool:
@@ -1045,6 +1076,26 @@ class _Run:
             self.sizes(candidate.preset)[1],
         )
 
+    def compare_decoding(
+        self,
+        name: str,
+        work: str,
+        candidate: tuple[str, Callable[[], list[Hypothesis]]],
+        baseline: tuple[str, Callable[[], list[Hypothesis]]],
+    ) -> Comparison:
+        """Two (label, search) pairs with the same weights, timed in turn; `agreement`: outputs that match."""
+        s = self.settings
+        logger.info("comparing %s", name)
+        return compare(
+            name,
+            work,
+            decoding_contender(*candidate, same_model=True),
+            decoding_contender(*baseline, same_model=True),
+            self.device,
+            s.decode_warmup,
+            s.decode_repeats,
+        )
+
 
 def _setup_label(setup: TrainingSetup) -> str:
     return {"marian": "transformers MarianMTModel", STEP_LOOP: "step-loop RNNsearch"}.get(
@@ -1252,44 +1303,27 @@ def _ablations(run: _Run) -> None:
         uncached = TransformerWithoutCache(model)
         few = run.batch(s.ablation_sentences)
         src, src_lengths = few.src.to(run.device), few.src_lengths.to(run.device)
-        logger.info("comparing transformer %s greedy decoding with and without the key/value cache", preset)
         run.ablations.append(
-            compare(
+            run.compare_decoding(
                 f"transformer {preset} greedy: key/value cache",
                 f"greedy search of {src.size(0)} sentences",
-                decoding_contender(
-                    "with the cache", partial(decode, model, src, src_lengths, 1), same_model=True
-                ),
-                decoding_contender(
-                    "decoder re-run on the prefix",
-                    partial(decode, uncached, src, src_lengths, 1),
-                    same_model=True,
-                ),
-                run.device,
-                s.decode_warmup,
-                s.decode_repeats,
+                ("with the cache", partial(decode, model, src, src_lengths, 1)),
+                ("decoder re-run on the prefix", partial(decode, uncached, src, src_lengths, 1)),
             )
         )
     for arch, preset in s.small_presets.items():
         model = run.build(arch, preset).to(run.device).eval()
         few = run.batch(s.one_at_a_time_sentences)
         src, src_lengths = few.src.to(run.device), few.src_lengths.to(run.device)
-        logger.info("comparing %s %s beam search batched and one sentence at a time", arch, preset)
         run.ablations.append(
-            compare(
+            run.compare_decoding(
                 f"{arch} {preset} beam search: batched",
                 f"beam {s.beam_size} over {src.size(0)} sentences",
-                decoding_contender(
-                    "one batch", partial(decode, model, src, src_lengths, s.beam_size), same_model=True
-                ),
-                decoding_contender(
+                ("one batch", partial(decode, model, src, src_lengths, s.beam_size)),
+                (
                     "one sentence at a time",
                     partial(decode_one_at_a_time, model, src, src_lengths, s.beam_size),
-                    same_model=True,
                 ),
-                run.device,
-                s.decode_warmup,
-                s.decode_repeats,
             )
         )
     presets = [p for p in (s.small_presets.get("transformer"), s.paper_presets.get("transformer")) if p]
@@ -1312,10 +1346,97 @@ def _ablations(run: _Run) -> None:
                 10,
             )
         )
+    _source_side_ablations(run)
+    _sigmoid_form_ablations(run)
     if run.cuda:
         _cuda_ablations(run)
     else:
+        _one_query_attention_ablation(run)
         run.notes.append("the bf16 autocast, fused AdamW and torch.compile ablations run on CUDA only")
+
+
+def _source_side_ablations(run: _Run) -> None:
+    """Beam search leaving the source-side state in place between steps, against reordering all of it."""
+    s = run.settings
+    src, src_lengths = run.decode_batch.src.to(run.device), run.decode_batch.src_lengths.to(run.device)
+    for arch, preset in s.small_presets.items():
+        model = run.build(arch, preset).to(run.device).eval()
+        run.ablations.append(
+            run.compare_decoding(
+                f"{arch} {preset} beam search: source side left in place",
+                f"beam {s.beam_size} over {src.size(0)} sentences",
+                ("source-side state left in place", partial(decode, model, src, src_lengths, s.beam_size)),
+                (
+                    "whole state reordered every step",
+                    partial(decode, ReorderEverything(model), src, src_lengths, s.beam_size),
+                ),
+            )
+        )
+
+
+def _sigmoid_form_ablations(run: _Run) -> None:
+    """RNNsearch's alignment energies through sigmoid against through tanh: training and beam search."""
+    s = run.settings
+    for presets in (s.small_presets, s.paper_presets):
+        preset = presets.get("rnnsearch")
+        if preset is None:
+            continue
+        sigmoid_form = run.maker("rnnsearch", preset)
+
+        def tanh_form(preset=preset) -> nn.Module:
+            model = TanhRNNSearch(bench_model_config("rnnsearch", preset, s.vocab_size))
+            model.load_state_dict(run.build("rnnsearch", preset).state_dict())  # the same weights
+            return model
+
+        batch = run.batch(run.sizes(preset)[0])
+        candidate = run.setup("rnnsearch", "rnnsearch", preset, sigmoid_form, _our_logits, batch)
+        baseline = run.setup("rnnsearch", "rnnsearch", preset, tanh_form, _our_logits, batch)
+        comparison = run.compare_training(
+            f"rnnsearch {preset} training: sigmoid form of eq. 6", candidate, baseline
+        )
+        run.ablations.append(replace(comparison, candidate="2 v_a^T sigmoid(2x)", baseline="v_a^T tanh(x)"))
+        del candidate, baseline
+        if presets is not s.small_presets:
+            continue
+        src, src_lengths = run.decode_batch.src.to(run.device), run.decode_batch.src_lengths.to(run.device)
+        sigmoid_model, tanh_model = (make().to(run.device).eval() for make in (sigmoid_form, tanh_form))
+        run.ablations.append(
+            run.compare_decoding(
+                f"rnnsearch {preset} beam search: sigmoid form of eq. 6",
+                f"beam {s.beam_size} over {src.size(0)} sentences",
+                ("2 v_a^T sigmoid(2x)", partial(decode, sigmoid_model, src, src_lengths, s.beam_size)),
+                ("v_a^T tanh(x)", partial(decode, tanh_model, src, src_lengths, s.beam_size)),
+            )
+        )
+
+
+def _decode_with_sdpa_for_one_query(model: Seq2Seq, src: Tensor, src_lengths: Tensor, beam_size: int):
+    """`decode` with every decoding step's attention through SDPA, as on CUDA."""
+    transformer_module.SDPA_FOR_ONE_QUERY_ON_CPU = True
+    try:
+        return decode(model, src, src_lengths, beam_size)
+    finally:
+        transformer_module.SDPA_FOR_ONE_QUERY_ON_CPU = False
+
+
+def _one_query_attention_ablation(run: _Run) -> None:
+    """The Transformer's decoding steps on the CPU: attention as two batched products against SDPA."""
+    s = run.settings
+    preset = s.small_presets.get("transformer")
+    if preset is None:
+        return
+    model = run.build("transformer", preset).to(run.device).eval()
+    src, src_lengths = run.decode_batch.src.to(run.device), run.decode_batch.src_lengths.to(run.device)
+    for beam_size in dict.fromkeys((1, s.beam_size)):
+        search = "greedy" if beam_size == 1 else f"beam {beam_size}"
+        run.ablations.append(
+            run.compare_decoding(
+                f"transformer {preset} {search} on the CPU: one-query attention",
+                f"{search} over {src.size(0)} sentences",
+                ("two batched products", partial(decode, model, src, src_lengths, beam_size)),
+                ("SDPA", partial(_decode_with_sdpa_for_one_query, model, src, src_lengths, beam_size)),
+            )
+        )
 
 
 def _cuda_ablations(run: _Run) -> None:

@@ -292,7 +292,8 @@ def beam_search(
             rows, history = rows[keep_rows], history[keep_rows]
             if attention_history is not None:
                 attention_history = attention_history[keep_rows]
-        state = model.reorder(state, rows)
+        # Unless a sentence left, every row still holds its sentence: the source-side state stays put.
+        state = model.reorder(state, rows, same_sources=not num_done)
         prev = next_token.view(-1)
 
     return _collect(fin_scores, fin_log_probs, fin_lengths, fin_tokens, fin_attention, src_lengths, nbest)

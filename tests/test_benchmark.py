@@ -115,6 +115,9 @@ def test_quick_mode_writes_measured_numbers(tmp_path, monkeypatch, one_thread):
     assert any("SDPA" in n for n in names)
     cache = next(c for c in report["ablations"] if "key/value cache" in c["name"])
     assert cache["agreement"] == 1.0  # decoding with and without the cache finds the same outputs
+    source_side = [c for c in report["ablations"] if "source side left in place" in c["name"]]
+    assert len(source_side) == len(TINY) and all(c["agreement"] == 1.0 for c in source_side)
+    assert any("sigmoid form" in n for n in names) and any("one-query attention" in n for n in names)
     assert any("step-loop" in c["baseline"] for c in report["references"])
     if not benchmark.marian_available():
         assert any("MarianMTModel reference was skipped" in note for note in report["notes"])

@@ -10,7 +10,9 @@ import torch.nn.functional as F
 
 from nmt.config import model_config
 from nmt.models import MODELS, build_model
-from nmt.models.base import reorder_tree
+from nmt.models.base import is_source_side, reorder_tree
+from nmt.models.rnnsearch import additive_attention
+from nmt.models.transformer import attend
 from nmt.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
 ARCHS = sorted(MODELS)
@@ -121,6 +123,30 @@ def test_reorder_commutes_with_step(arch):
     assert len(expected) == len(actual) > 0
     for a, b in zip(actual, expected, strict=True):
         torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@torch.no_grad()
+def test_reorder_within_sentences_leaves_the_source_side_in_place(arch):
+    """Beam search's `same_sources=True`: the fields declared `source_side()` are kept (not copied), and the
+    next step is what a full reorder gives. A per-hypothesis field declared source-side by mistake fails."""
+    model = make_model(arch)
+    src, src_lengths, _, _ = padded_batch()
+    state = model.start(model.encode(src, src_lengths))
+    state = model.reorder(state, torch.arange(3).repeat_interleave(2))  # two beams per sentence
+    _, state = model.step(torch.tensor([4, 5, 6, 7, 8, 9]), state)  # every beam its own word: they part
+    index = torch.tensor([1, 1, 2, 3, 5, 4])  # each new row reads a beam of its own sentence
+    prev = torch.tensor([10, 11, 12, 13, 14, 15])
+    expected_log_probs, expected = model.step(prev, model.reorder(state, index))
+    kept = model.reorder(state, index, same_sources=True)
+    log_probs, after = model.step(prev, kept)
+    torch.testing.assert_close(log_probs, expected_log_probs)
+    for a, b in zip(state_tensors(after), state_tensors(expected), strict=True):
+        torch.testing.assert_close(a, b)
+    source_side = [f.name for f in dataclasses.fields(state) if is_source_side(f)]
+    assert source_side  # every model has a source side: the encoder's output or a summary of it
+    for name in source_side:
+        assert getattr(kept, name) is getattr(state, name)
 
 
 def reversal_batch(generator: torch.Generator, batch_size: int = 32, symbols: int = 12):
@@ -283,6 +309,25 @@ def test_rnnsearch_context_reads_every_real_annotation():
         torch.testing.assert_close(new_log_probs[[0, 2]], log_probs[[0, 2]])  # other sentences untouched
 
 
+def test_additive_attention_is_eq_6_with_tanh():
+    """The sigmoid form gives the alignments of e_ij = v_a^T tanh(W_a s_{i-1} + U_a h_j), gradients too."""
+    torch.manual_seed(0)
+    v_a = torch.nn.Linear(16, 1, bias=False)
+    query = torch.randn(3, 16, requires_grad=True)
+    keys = torch.randn(3, 7, 16, requires_grad=True)
+    pad_mask = torch.arange(7)[None, :] >= torch.tensor([[7], [4], [1]])
+    alpha = additive_attention(query, keys, v_a, pad_mask)
+    energies = v_a(torch.tanh(query[:, None, :] + keys)).squeeze(-1)  # (B, S) eq. 6 as written
+    expected = energies.masked_fill(pad_mask, float("-inf")).softmax(dim=-1)
+    torch.testing.assert_close(alpha, expected)
+    assert (alpha[pad_mask] == 0).all()
+    weights = torch.randn(3, 7)  # any downstream use of the alignments
+    grads = torch.autograd.grad((alpha * weights).sum(), [query, keys, v_a.weight])
+    expected_grads = torch.autograd.grad((expected * weights).sum(), [query, keys, v_a.weight])
+    for grad, expected_grad in zip(grads, expected_grads, strict=True):
+        torch.testing.assert_close(grad, expected_grad)
+
+
 @torch.no_grad()
 def test_rnnsearch_aligns_with_the_previous_state():
     """alpha_i depends on s_{i-1} (App. A.1.2), not on y_{i-1}: two different previous words give the same
@@ -329,6 +374,16 @@ def test_transformer_cached_step_equals_recomputing_the_prefix(overrides):
         prefix = model(src, src_lengths, tgt_in[:, : t + 1]).log_softmax(-1)  # no cache: the whole prefix
         torch.testing.assert_close(stepped[:, t], prefix[:, -1])
     torch.testing.assert_close(stepped, model(src, src_lengths, tgt_in).log_softmax(-1))
+
+
+@pytest.mark.parametrize("heads", [1, 4])
+def test_one_query_attention_on_the_cpu_equals_sdpa(heads):
+    """A decoding step's attention skips SDPA on the CPU (`attend`); the result must not change."""
+    torch.manual_seed(0)
+    q, k, v = torch.randn(3, heads, 1, 8), torch.randn(3, heads, 5, 8), torch.randn(3, heads, 5, 8)
+    mask = (torch.arange(5)[None, :] < torch.tensor([[5], [3], [1]]))[:, None, None, :]  # (B, 1, 1, S)
+    torch.testing.assert_close(attend(q, k, v, mask, 0.0), F.scaled_dot_product_attention(q, k, v, mask))
+    torch.testing.assert_close(attend(q, k, v, None, 0.0), F.scaled_dot_product_attention(q, k, v))
 
 
 @torch.no_grad()

@@ -6,11 +6,16 @@ Everything outside `nmt/models/` (training, decoding, evaluation) uses only this
     encode(src, src_lengths) -> Encoded                        run the encoder once
     start(encoded) -> State                                    decoder state before the first target token
     step(prev, state) -> (log_probs (B, V), State)             one decoder step, incremental
-    reorder(state, index) -> State                             batch-first index_select, for beam search
+    reorder(state, index, same_sources=False) -> State         batch-first index_select, for beam search
 
 State goes in and comes back out: a model keeps no per-batch state on `self`. A state is a dataclass of
 batch-first tensors (or lists/tuples of them), so the default `reorder` can select rows of every one of them;
 beam search also uses `reorder` with a repeated index to expand each sentence into its beams.
+
+State fields computed from the source sentence alone (the encoder's output, keys projected from it, the
+padding mask) are declared with `source_side()`. They are the same in every beam of a sentence, so when beam
+search only shuffles hypotheses among the beams of each sentence (`same_sources=True`) they are left where
+they are instead of being copied at every step (as fairseq skips reordering its static encoder-decoder keys).
 
 Conventions shared by all models:
 - `src` (B, S) holds source ids followed by EOS and then PAD; `src_lengths` (B,) counts the real tokens
@@ -34,20 +39,36 @@ from torch import Tensor, nn
 from nmt.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
 
-def reorder_tree(value: Any, index: Tensor) -> Any:
-    """Select rows `index` along dim 0 of every tensor in a (nested) dataclass, list, tuple or dict."""
+def source_side() -> Any:
+    """Declare a state dataclass field as computed from the source alone (see the module docstring)."""
+    return dataclasses.field(metadata={"source_side": True})
+
+
+def is_source_side(field: dataclasses.Field) -> bool:
+    return field.metadata.get("source_side", False)
+
+
+def reorder_tree(value: Any, index: Tensor, same_sources: bool = False) -> Any:
+    """Select rows `index` along dim 0 of every tensor in a (nested) dataclass, list, tuple or dict.
+
+    With `same_sources`, dataclass fields declared `source_side()` are kept as they are: the caller promises
+    that each new row i holds the same source sentence as old row index[i], so their rows would not change.
+    """
     if isinstance(value, Tensor):
         return value.index_select(0, index)
     if value is None or isinstance(value, (int, float, bool, str)):
         return value
     if dataclasses.is_dataclass(value):
-        return dataclasses.replace(
-            value, **{f.name: reorder_tree(getattr(value, f.name), index) for f in dataclasses.fields(value)}
-        )
+        changed = {
+            f.name: reorder_tree(getattr(value, f.name), index, same_sources)
+            for f in dataclasses.fields(value)
+            if not (same_sources and is_source_side(f))
+        }
+        return dataclasses.replace(value, **changed)
     if isinstance(value, (list, tuple)):
-        return type(value)(reorder_tree(item, index) for item in value)
+        return type(value)(reorder_tree(item, index, same_sources) for item in value)
     if isinstance(value, dict):
-        return {key: reorder_tree(item, index) for key, item in value.items()}
+        return {key: reorder_tree(item, index, same_sources) for key, item in value.items()}
     raise TypeError(f"cannot reorder a {type(value).__name__} in a decoder state")
 
 
@@ -77,9 +98,13 @@ class Seq2Seq(nn.Module):
         """Feed `prev` (B,) token ids; return float32 log-probs (B, V) of the next token and the new state."""
         raise NotImplementedError
 
-    def reorder(self, state: Any, index: Tensor) -> Any:
-        """Keep rows `index` (a LongTensor on the state's device) of every tensor in the state."""
-        return reorder_tree(state, index)
+    def reorder(self, state: Any, index: Tensor, same_sources: bool = False) -> Any:
+        """Keep rows `index` (a LongTensor on the state's device) of every tensor in the state.
+
+        `same_sources=True` promises that new row i translates the same source sentence as old row index[i]
+        (beams reordered within each sentence), so that `source_side()` fields need not move.
+        """
+        return reorder_tree(state, index, same_sources)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -96,4 +121,14 @@ def add_bos(tgt: Tensor) -> Tensor:
     return torch.cat([bos, tgt[:, :-1]], dim=1)
 
 
-__all__ = ["BOS_ID", "EOS_ID", "PAD_ID", "Seq2Seq", "add_bos", "reorder_tree", "source_pad_mask"]
+__all__ = [
+    "BOS_ID",
+    "EOS_ID",
+    "PAD_ID",
+    "Seq2Seq",
+    "add_bos",
+    "is_source_side",
+    "reorder_tree",
+    "source_pad_mask",
+    "source_side",
+]

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from nmt.config import RNNConfig
-from nmt.models.base import Seq2Seq
+from nmt.models.base import Seq2Seq, source_side
 from nmt.models.layers import DeepOutput, embeddings, init_embedding_, init_gru_, init_linear_
 
 
@@ -26,7 +26,7 @@ class RNNEncoded:
 @dataclass
 class RNNState:
     hidden: Tensor  # (B, H) the decoder state s_{i-1}, float32
-    summary: Tensor  # (B, H) c
+    summary: Tensor = source_side()  # (B, H) c
     attention: None = None  # no attention in this model
 
 

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from nmt.config import RNNSearchConfig
-from nmt.models.base import Seq2Seq, source_pad_mask
+from nmt.models.base import Seq2Seq, source_pad_mask, source_side
 from nmt.models.layers import DeepOutput, embeddings, gru_cell, init_embedding_, init_gru_, init_linear_
 
 
@@ -29,9 +29,9 @@ class RNNSearchEncoded:
 @dataclass
 class RNNSearchState:
     hidden: Tensor  # (B, H) s_{i-1}, float32
-    annotations: Tensor  # (B, S, 2H)
-    keys: Tensor  # (B, S, A)
-    pad_mask: Tensor  # (B, S) True at padding
+    annotations: Tensor = source_side()  # (B, S, 2H)
+    keys: Tensor = source_side()  # (B, S, A)
+    pad_mask: Tensor = source_side()  # (B, S) True at padding
     attention: Tensor | None = None  # (B, S) alpha_i of the last step
 
 
@@ -39,9 +39,14 @@ def additive_attention(query: Tensor, keys: Tensor, v_a: nn.Linear, pad_mask: Te
     """alpha_ij (B, S), float32: softmax_j of e_ij = v_a^T tanh(W_a s_{i-1} + U_a h_j) (eq. 6, App. A.1.2).
 
     `query` (B, A) is W_a s_{i-1}, `keys` (B, S, A) is U_a h_j; padding gets exactly zero weight.
+
+    Computed through tanh(x) = 2 sigmoid(2x) - 1:
+    e_ij = 2 v_a^T sigmoid(2 (W_a s_{i-1} + U_a h_j)) - sum(v_a), and the softmax over j ignores the constant.
+    The alignments are the same; this (B, S, A) element-wise function is the decoder's hottest operation,
+    and torch's CPU sigmoid is about 10x faster than its tanh (`make bench`: the "sigmoid form" ablation).
     """
-    energy = torch.tanh(query[:, None, :] + keys)  # (B, S, A)
-    scores = v_a(energy).squeeze(-1)  # (B, S)
+    doubled = torch.add((2 * query)[:, None, :], keys, alpha=2.0)  # (B, S, A) 2 (W_a s_{i-1} + U_a h_j)
+    scores = 2 * v_a(doubled.sigmoid_()).squeeze(-1)  # (B, S) e_ij + sum(v_a)
     return scores.masked_fill(pad_mask, float("-inf")).softmax(dim=-1, dtype=torch.float32)
 
 
@@ -101,6 +106,10 @@ class RNNSearch(Seq2Seq):
             hidden=hidden, annotations=encoded.annotations, keys=encoded.keys, pad_mask=encoded.pad_mask
         )
 
+    def align(self, query: Tensor, keys: Tensor, pad_mask: Tensor) -> Tensor:
+        """alpha_i (B, S) from W_a s_{i-1} (B, A) and U_a h_j (B, S, A): the alignment model a (eq. 6)."""
+        return additive_attention(query, keys, self.v_a, pad_mask)
+
     def _cell(
         self, prev_gates: Tensor, hidden: Tensor, keys: Tensor, annotations: Tensor, pad_mask: Tensor
     ) -> tuple[Tensor, Tensor, Tensor]:
@@ -108,7 +117,7 @@ class RNNSearch(Seq2Seq):
 
         Returns s_i (B, H), c_i (B, 2H) and alpha_i (B, S). Shared by `forward` and `step`."""
         query, state_gates = self.from_state(hidden).split([self.attention_dim, prev_gates.size(-1)], -1)
-        alpha = additive_attention(query, keys, self.v_a, pad_mask)  # (B, S): scored against s_{i-1}
+        alpha = self.align(query, keys, pad_mask)  # (B, S): scored against s_{i-1}
         # c_i = sum_j alpha_ij h_j (eq. 5)
         context = torch.bmm(alpha[:, None, :].to(annotations.dtype), annotations)[:, 0]  # (B, 2H)
         hidden = gru_cell(prev_gates + self.from_context(context), state_gates, hidden)  # (B, H) s_i

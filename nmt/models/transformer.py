@@ -1,6 +1,7 @@
 """The Transformer (Vaswani et al. 2017): attention only, no recurrence.
 
-Multi-head attention runs through `torch.nn.functional.scaled_dot_product_attention` (fused kernels).
+Multi-head attention runs through `torch.nn.functional.scaled_dot_product_attention` (fused kernels), except
+for one query at a time on the CPU (see `attend`).
 Decoding is incremental: `step` feeds only the newest token and keeps every layer's self-attention keys and
 values in the state (batch first, (B, heads, t, d_head)); the cross-attention keys and values of the
 encoder output are computed once, in `start`.
@@ -16,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nmt.config import TransformerConfig
-from nmt.models.base import Seq2Seq, source_pad_mask
+from nmt.models.base import Seq2Seq, source_pad_mask, source_side
 from nmt.models.layers import embeddings, init_embedding_, init_linear_
 
 
@@ -30,9 +31,9 @@ class TransformerEncoded:
 class TransformerState:
     self_keys: list[Tensor]  # per decoder layer (B, H, t, Dh): the keys of the t tokens fed so far
     self_values: list[Tensor]  # per decoder layer (B, H, t, Dh)
-    cross_keys: list[Tensor]  # per decoder layer (B, H, S, Dh)
-    cross_values: list[Tensor]  # per decoder layer (B, H, S, Dh)
-    pad_mask: Tensor  # (B, S) True at padding
+    cross_keys: list[Tensor] = source_side()  # per decoder layer (B, H, S, Dh)
+    cross_values: list[Tensor] = source_side()  # per decoder layer (B, H, S, Dh)
+    pad_mask: Tensor = source_side()  # (B, S) True at padding
     attention: Tensor | None = None  # (B, S) cross-attention of `alignment_layer`, mean over heads
 
 
@@ -52,6 +53,29 @@ def split_heads(x: Tensor, heads: int) -> Tensor:
 def merge_heads(x: Tensor) -> Tensor:
     """(B, H, T, D/H) -> (B, T, D)."""
     return x.transpose(1, 2).flatten(2)
+
+
+#: Whether a single query on the CPU (a decoding step) goes through SDPA like the rest (see `attend`). Off:
+#: on the CPU, torch's fused kernel is slower for one query than two batched products (`make bench`).
+SDPA_FOR_ONE_QUERY_ON_CPU = False
+
+
+def attend(
+    q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, dropout: float, causal: bool = False
+) -> Tensor:
+    """softmax(Q K^T / sqrt(d_k)) V (Section 3.2.1) for (B, H, T, Dh) queries and (B, H, S, Dh) keys/values.
+
+    `mask` (B, 1, 1, S) is True where attention may look; `causal` hides later positions. Runs through
+    `F.scaled_dot_product_attention` (fused kernels), except for the one query of a decoding step on the CPU.
+    """
+    one_query_on_cpu = q.size(-2) == 1 and q.device.type == "cpu" and not causal
+    if not one_query_on_cpu or SDPA_FOR_ONE_QUERY_ON_CPU:
+        return F.scaled_dot_product_attention(q, k, v, mask, dropout, is_causal=causal)
+    scores = (q @ k.transpose(-1, -2)).float() * q.size(-1) ** -0.5  # (B, H, 1, S)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    weights = F.dropout(scores.softmax(dim=-1), dropout, training=dropout > 0)
+    return weights.to(v.dtype) @ v  # (B, H, 1, Dh)
 
 
 def attend_mask(pad_mask: Tensor) -> Tensor:
@@ -76,7 +100,7 @@ class SelfAttention(nn.Module):
         """`x` (B, T, D) attends to itself; `mask` (B, 1, 1, T) True where allowed; `causal` hides later."""
         q, k, v = self.project(x)  # (B, H, T, Dh)
         p = self.dropout if self.training else 0.0
-        return self.out(merge_heads(F.scaled_dot_product_attention(q, k, v, mask, p, is_causal=causal)))
+        return self.out(merge_heads(attend(q, k, v, mask, p, causal)))
 
     def step(self, x: Tensor, keys: Tensor, values: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """The newest position `x` (B, 1, D) attends to the cached positions and itself (so nothing later)."""
@@ -84,7 +108,7 @@ class SelfAttention(nn.Module):
         keys = torch.cat([keys.to(k.dtype), k], dim=2)  # (B, H, t+1, Dh)
         values = torch.cat([values.to(v.dtype), v], dim=2)
         p = self.dropout if self.training else 0.0
-        out = F.scaled_dot_product_attention(q, keys, values, dropout_p=p)  # (B, H, 1, Dh)
+        out = attend(q, keys, values, None, p)  # (B, H, 1, Dh)
         return self.out(merge_heads(out)), keys, values
 
 
@@ -107,7 +131,7 @@ class CrossAttention(nn.Module):
         q = split_heads(self.q(x), self.heads)  # (B, H, T, Dh)
         keys, values = keys.to(q.dtype), values.to(q.dtype)
         p = self.dropout if self.training else 0.0
-        return self.out(merge_heads(F.scaled_dot_product_attention(q, keys, values, mask, p)))
+        return self.out(merge_heads(attend(q, keys, values, mask, p)))
 
     def forward_with_weights(
         self, x: Tensor, keys: Tensor, values: Tensor, mask: Tensor
