@@ -51,6 +51,7 @@ from nmt.decoding import Hypothesis, beam_search, greedy_search, max_output_leng
 from nmt.models import build_model
 from nmt.models.base import Seq2Seq, reorder_tree, source_pad_mask
 from nmt.models.layers import embeddings
+from nmt.models.rnn import RNNEncoderDecoder, RNNState
 from nmt.models.rnnsearch import RNNSearch
 from nmt.models.transformer import Transformer, TransformerEncoded, attend_mask
 from nmt.schedules import LRState, learning_rate
@@ -554,6 +555,17 @@ class TanhRNNSearch(RNNSearch):
     def align(self, query: Tensor, keys: Tensor, pad_mask: Tensor) -> Tensor:
         scores = self.v_a(torch.tanh(query[:, None, :] + keys)).squeeze(-1)  # (B, S)
         return scores.masked_fill(pad_mask, float("-inf")).softmax(dim=-1, dtype=torch.float32)
+
+
+class ContextEveryStepRNN(RNNEncoderDecoder):
+    """The rnn model stepping its decoder GRU on [E y_{i-1}; c], so that c is multiplied again at every step
+    (the model's own `step` takes c's products from `start`)."""
+
+    def step(self, prev: Tensor, state: RNNState) -> tuple[Tensor, RNNState]:
+        embedded = self.dropout(self.tgt_embed(prev))[:, None, :]  # (B, 1, E)
+        states = self._decode(embedded, state.hidden, state.summary)  # (B, 1, H)
+        logits = self.output(states[:, 0], embedded[:, 0], state.summary)  # (B, V)
+        return logits.float().log_softmax(dim=-1), replace(state, hidden=states[:, 0].float())
 
 
 class ReorderEverything(Seq2Seq):
@@ -1347,6 +1359,7 @@ def _ablations(run: _Run) -> None:
             )
         )
     _source_side_ablations(run)
+    _context_once_ablations(run)
     _sigmoid_form_ablations(run)
     if run.cuda:
         _cuda_ablations(run)
@@ -1369,6 +1382,27 @@ def _source_side_ablations(run: _Run) -> None:
                 (
                     "whole state reordered every step",
                     partial(decode, ReorderEverything(model), src, src_lengths, s.beam_size),
+                ),
+            )
+        )
+
+
+def _context_once_ablations(run: _Run) -> None:
+    """The rnn decoder's products with the fixed vector c made once per sentence, against at every step."""
+    s = run.settings
+    src, src_lengths = run.decode_batch.src.to(run.device), run.decode_batch.src_lengths.to(run.device)
+    for preset in dict.fromkeys(p for p in (s.small_presets.get("rnn"), s.paper_presets.get("rnn")) if p):
+        model = run.build("rnn", preset).to(run.device).eval()
+        every_step = ContextEveryStepRNN(model.config).to(run.device).eval()
+        every_step.load_state_dict(model.state_dict())
+        run.ablations.append(
+            run.compare_decoding(
+                f"rnn {preset} beam search: c projected once",
+                f"beam {s.beam_size} over {src.size(0)} sentences",
+                ("c's products once per sentence", partial(decode, model, src, src_lengths, s.beam_size)),
+                (
+                    "[E y; c] through the GRU every step",
+                    partial(decode, every_step, src, src_lengths, s.beam_size),
                 ),
             )
         )

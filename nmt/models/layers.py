@@ -113,7 +113,11 @@ class DeepOutput(nn.Module):
 
     def forward(self, state: Tensor, prev_embedded: Tensor, context: Tensor) -> Tensor:
         """Logits (..., V) from s (..., H), E y_{i-1} (..., E) and c (..., C); parts broadcast."""
-        pre = self.from_state(state) + self.from_prev(prev_embedded) + self.from_context(context)  # (..., 2l)
+        return self.from_projected_context(state, prev_embedded, self.from_context(context))
+
+    def from_projected_context(self, state: Tensor, prev_embedded: Tensor, context_part: Tensor) -> Tensor:
+        """`forward` with C_o c already computed (`context_part`), for a context that several steps share."""
+        pre = self.from_state(state) + self.from_prev(prev_embedded) + context_part  # (..., 2l)
         # maxout: t_i = [max(t~_{i,2j-1}, t~_{i,2j})]_j, (..., l); else tanh, (..., E)
         readout = pre.unflatten(-1, (-1, 2)).amax(dim=-1) if self.maxout else torch.tanh(pre)
         return self.project(self.dropout(readout))  # (..., V)

@@ -10,12 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from nmt.config import RNNConfig
 from nmt.models.base import Seq2Seq, source_side
-from nmt.models.layers import DeepOutput, embeddings, init_embedding_, init_gru_, init_linear_
+from nmt.models.layers import DeepOutput, embeddings, gru_cell, init_embedding_, init_gru_, init_linear_
 
 
 @dataclass
@@ -27,6 +28,8 @@ class RNNEncoded:
 class RNNState:
     hidden: Tensor  # (B, H) the decoder state s_{i-1}, float32
     summary: Tensor = source_side()  # (B, H) c
+    context_gates: Tensor = source_side()  # (B, 3H) the decoder GRU's input products with c, plus their bias
+    context_readout: Tensor = source_side()  # (B, 2l or E) the output layer's C_o c
     attention: None = None  # no attention in this model
 
 
@@ -66,8 +69,16 @@ class RNNEncoderDecoder(Seq2Seq):
         return RNNEncoded(summary=torch.tanh(self.summarize(last[0])))  # (B, H)
 
     def start(self, encoded: RNNEncoded) -> RNNState:
-        hidden = torch.tanh(self.init_state(encoded.summary)).float()  # (B, H) s_0 = tanh(V' c)
-        return RNNState(hidden=hidden, summary=encoded.summary)
+        c = encoded.summary
+        hidden = torch.tanh(self.init_state(c)).float()  # (B, H) s_0 = tanh(V' c)
+        # c is the same at every step, so `step` projects it once here, not at every token.
+        context_weight = self.decoder.weight_ih_l0[:, self.config.embed_dim :]  # (3H, H): c's columns
+        return RNNState(
+            hidden=hidden,
+            summary=c,
+            context_gates=F.linear(c, context_weight, self.decoder.bias_ih_l0),  # (B, 3H)
+            context_readout=self.output.from_context(c),
+        )
 
     def _decode(self, embedded: Tensor, hidden: Tensor, summary: Tensor) -> Tensor:
         """Decoder states (B, T, H) for inputs E y (B, T, E) from state `hidden` (B, H), given c (B, H)."""
@@ -79,10 +90,15 @@ class RNNEncoderDecoder(Seq2Seq):
         state = self.start(self.encode(src, src_lengths))
         embedded = self.dropout(self.tgt_embed(tgt_in))  # (B, T, E)
         states = self._decode(embedded, state.hidden, state.summary)  # (B, T, H)
-        return self.output(states, embedded, state.summary[:, None, :])  # (B, T, V)
+        return self.output.from_projected_context(states, embedded, state.context_readout[:, None, :])
 
     def step(self, prev: Tensor, state: RNNState) -> tuple[Tensor, RNNState]:
-        embedded = self.dropout(self.tgt_embed(prev))[:, None, :]  # (B, 1, E)
-        states = self._decode(embedded, state.hidden, state.summary)  # (B, 1, H)
-        logits = self.output(states[:, 0], embedded[:, 0], state.summary)  # (B, V)
-        return logits.float().log_softmax(dim=-1), replace(state, hidden=states[:, 0].float())
+        """The decoder GRU for one position, as `gru_cell` from its weights: only E y_{i-1} and s_{i-1} are
+        multiplied here; c's products come from `start`."""
+        embedded = self.dropout(self.tgt_embed(prev))  # (B, E)
+        word_weight = self.decoder.weight_ih_l0[:, : self.config.embed_dim]  # (3H, E)
+        input_gates = F.linear(embedded, word_weight) + state.context_gates  # (B, 3H)
+        hidden_gates = F.linear(state.hidden, self.decoder.weight_hh_l0, self.decoder.bias_hh_l0)  # (B, 3H)
+        hidden = gru_cell(input_gates, hidden_gates, state.hidden)  # (B, H) s_i, float32
+        logits = self.output.from_projected_context(hidden, embedded, state.context_readout)  # (B, V)
+        return logits.float().log_softmax(dim=-1), replace(state, hidden=hidden)
