@@ -1108,6 +1108,21 @@ class _Run:
             s.decode_repeats,
         )
 
+    def compare_beam_search(
+        self, name: str, candidate: tuple[str, Seq2Seq], baseline: tuple[str, Seq2Seq]
+    ) -> Comparison:
+        """Beam search over the decoding batch with two (label, model) pairs of the same weights."""
+        s, batch = self.settings, self.decode_batch
+        src, src_lengths = batch.src.to(self.device), batch.src_lengths.to(self.device)
+        return self.compare_decoding(
+            name,
+            f"beam {s.beam_size} over {src.size(0)} sentences",
+            *(
+                (label, partial(decode, model, src, src_lengths, s.beam_size))
+                for label, model in (candidate, baseline)
+            ),
+        )
+
 
 def _setup_label(setup: TrainingSetup) -> str:
     return {"marian": "transformers MarianMTModel", STEP_LOOP: "step-loop RNNsearch"}.get(
@@ -1370,19 +1385,13 @@ def _ablations(run: _Run) -> None:
 
 def _source_side_ablations(run: _Run) -> None:
     """Beam search leaving the source-side state in place between steps, against reordering all of it."""
-    s = run.settings
-    src, src_lengths = run.decode_batch.src.to(run.device), run.decode_batch.src_lengths.to(run.device)
-    for arch, preset in s.small_presets.items():
+    for arch, preset in run.settings.small_presets.items():
         model = run.build(arch, preset).to(run.device).eval()
         run.ablations.append(
-            run.compare_decoding(
+            run.compare_beam_search(
                 f"{arch} {preset} beam search: source side left in place",
-                f"beam {s.beam_size} over {src.size(0)} sentences",
-                ("source-side state left in place", partial(decode, model, src, src_lengths, s.beam_size)),
-                (
-                    "whole state reordered every step",
-                    partial(decode, ReorderEverything(model), src, src_lengths, s.beam_size),
-                ),
+                ("source-side state left in place", model),
+                ("whole state reordered every step", ReorderEverything(model)),
             )
         )
 
@@ -1390,20 +1399,15 @@ def _source_side_ablations(run: _Run) -> None:
 def _context_once_ablations(run: _Run) -> None:
     """The rnn decoder's products with the fixed vector c made once per sentence, against at every step."""
     s = run.settings
-    src, src_lengths = run.decode_batch.src.to(run.device), run.decode_batch.src_lengths.to(run.device)
     for preset in dict.fromkeys(p for p in (s.small_presets.get("rnn"), s.paper_presets.get("rnn")) if p):
         model = run.build("rnn", preset).to(run.device).eval()
         every_step = ContextEveryStepRNN(model.config).to(run.device).eval()
         every_step.load_state_dict(model.state_dict())
         run.ablations.append(
-            run.compare_decoding(
+            run.compare_beam_search(
                 f"rnn {preset} beam search: c projected once",
-                f"beam {s.beam_size} over {src.size(0)} sentences",
-                ("c's products once per sentence", partial(decode, model, src, src_lengths, s.beam_size)),
-                (
-                    "[E y; c] through the GRU every step",
-                    partial(decode, every_step, src, src_lengths, s.beam_size),
-                ),
+                ("c's products once per sentence", model),
+                ("[E y; c] through the GRU every step", every_step),
             )
         )
 
@@ -1432,14 +1436,12 @@ def _sigmoid_form_ablations(run: _Run) -> None:
         del candidate, baseline
         if presets is not s.small_presets:
             continue
-        src, src_lengths = run.decode_batch.src.to(run.device), run.decode_batch.src_lengths.to(run.device)
         sigmoid_model, tanh_model = (make().to(run.device).eval() for make in (sigmoid_form, tanh_form))
         run.ablations.append(
-            run.compare_decoding(
+            run.compare_beam_search(
                 f"rnnsearch {preset} beam search: sigmoid form of eq. 6",
-                f"beam {s.beam_size} over {src.size(0)} sentences",
-                ("2 v_a^T sigmoid(2x)", partial(decode, sigmoid_model, src, src_lengths, s.beam_size)),
-                ("v_a^T tanh(x)", partial(decode, tanh_model, src, src_lengths, s.beam_size)),
+                ("2 v_a^T sigmoid(2x)", sigmoid_model),
+                ("v_a^T tanh(x)", tanh_model),
             )
         )
 
