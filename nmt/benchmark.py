@@ -1375,10 +1375,10 @@ def _ablations(run: _Run) -> None:
         )
     _source_side_ablations(run)
     _context_once_ablations(run)
-    _sigmoid_form_ablations(run)
     if run.cuda:
         _cuda_ablations(run)
     else:
+        _sigmoid_form_ablation(run)
         _one_query_attention_ablation(run)
         run.notes.append("the bf16 autocast, fused AdamW and torch.compile ablations run on CUDA only")
 
@@ -1412,8 +1412,8 @@ def _context_once_ablations(run: _Run) -> None:
         )
 
 
-def _sigmoid_form_ablations(run: _Run) -> None:
-    """RNNsearch's alignment energies through sigmoid against through tanh: training and beam search."""
+def _sigmoid_form_ablation(run: _Run) -> None:
+    """RNNsearch's alignment energies on the CPU through sigmoid against through tanh: training and beam."""
     s = run.settings
     for presets in (s.small_presets, s.paper_presets):
         preset = presets.get("rnnsearch")
