@@ -45,7 +45,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import nmt.models.transformer as transformer_module
-import nmt.training as training_module
 from nmt.batching import Batch, TokenizedPairs, filter_lengths, padding_stats, token_batches
 from nmt.config import DecodeConfig, RNNSearchConfig, TrainConfig, model_config, train_config
 from nmt.decoding import Hypothesis, beam_search, greedy_search, max_output_lengths
@@ -1379,7 +1378,6 @@ def _ablations(run: _Run) -> None:
     if run.cuda:
         _cuda_ablations(run)
     else:
-        _fused_loss_ablations(run)
         _sigmoid_form_ablation(run)
         _one_query_attention_ablation(run)
         run.notes.append("the bf16 autocast, fused AdamW and torch.compile ablations run on CUDA only")
@@ -1412,40 +1410,6 @@ def _context_once_ablations(run: _Run) -> None:
                 ("[E y; c] through the GRU every step", every_step),
             )
         )
-
-
-def _update_through_cross_entropy(setup: TrainingSetup) -> None:
-    """`setup.update()` with the loss's gradient through `F.cross_entropy`, as on CUDA."""
-    training_module.FUSED_LOSS_ON_CPU = False
-    try:
-        setup.update()
-    finally:
-        training_module.FUSED_LOSS_ON_CPU = True
-
-
-def _fused_loss_ablations(run: _Run) -> None:
-    """Training on the CPU with `SmoothedCrossEntropy`'s gradient against `F.cross_entropy`'s."""
-    s = run.settings
-    for arch, preset in s.small_presets.items():
-        batch, make = run.batch(run.sizes(preset)[0]), run.maker(arch, preset)
-        fused = run.setup(arch, arch, preset, make, _our_logits, batch)
-        unfused = run.setup(arch, arch, preset, make, _our_logits, batch)
-        logger.info("comparing %s %s training with and without the fused cross-entropy", arch, preset)
-        run.ablations.append(
-            compare(
-                f"{arch} {preset} training: fused cross-entropy",
-                f"one update of {batch.src.size(0)} x {batch.tgt_in.size(1)} target tokens",
-                training_contender("SmoothedCrossEntropy", fused),
-                replace(
-                    training_contender("F.cross_entropy", unfused),
-                    run=partial(_update_through_cross_entropy, unfused),
-                ),
-                run.device,
-                s.train_warmup,
-                run.sizes(preset)[1],
-            )
-        )
-        del fused, unfused
 
 
 def _sigmoid_form_ablation(run: _Run) -> None:

@@ -174,55 +174,18 @@ class Diverged(UserError):
 # Pure pieces
 
 
-#: Whether `token_loss` takes the gradient of a CPU batch through `SmoothedCrossEntropy` (see there).
-FUSED_LOSS_ON_CPU = True
-
-
 def token_loss(logits: Tensor, tgt_out: Tensor, label_smoothing: float) -> Tensor:
     """Summed cross-entropy over the real target tokens, in float32 whatever the autocast dtype.
 
-    logits (B, T, V), tgt_out (B, T) with PAD where there is no token. With label smoothing eps the target
-    distribution is (1 - eps) on the reference token plus eps / V on every token (Szegedy et al. 2016), as in
-    `F.cross_entropy(label_smoothing=eps)`.
+    logits (B, T, V), tgt_out (B, T) with PAD where there is no token.
     """
-    logits, target = logits.flatten(0, 1).float(), tgt_out.flatten()  # (B*T, V), (B*T,)
-    if FUSED_LOSS_ON_CPU and logits.requires_grad and logits.device.type == "cpu":
-        return SmoothedCrossEntropy.apply(logits, target, label_smoothing)
     return F.cross_entropy(
-        logits, target, ignore_index=PAD_ID, label_smoothing=label_smoothing, reduction="sum"
+        logits.flatten(0, 1).float(),  # (B*T, V)
+        tgt_out.flatten(),
+        ignore_index=PAD_ID,
+        label_smoothing=label_smoothing,
+        reduction="sum",
     )
-
-
-class SmoothedCrossEntropy(torch.autograd.Function):
-    """`token_loss` with its gradient written out: d loss / d logits = softmax(logits) - q for every real
-    token, q being the smoothed target distribution, and 0 at padding.
-
-    `F.cross_entropy` backpropagates through log_softmax instead: a dense gradient of the log-probabilities,
-    then log_softmax's backward over the (tokens, V) matrix. On the CPU this one expression takes about 35%
-    less time for forward and backward together (`make bench`: the "fused cross-entropy" ablation), and the
-    matrix is the largest tensor of a small model's update.
-    """
-
-    @staticmethod
-    def forward(ctx, logits: Tensor, target: Tensor, label_smoothing: float) -> Tensor:
-        real = target != PAD_ID  # (N,)
-        safe_target = target.masked_fill(~real, 0)  # padding rows point anywhere; they are zeroed below
-        log_normalizer = torch.logsumexp(logits, dim=-1)  # (N,) log sum_v exp(z_v)
-        nll = log_normalizer - logits.gather(1, safe_target[:, None]).squeeze(1)  # -log p(reference)
-        uniform = log_normalizer - logits.mean(dim=-1)  # -(1/V) sum_v log p_v
-        per_token = (1 - label_smoothing) * nll + label_smoothing * uniform
-        ctx.save_for_backward(logits, safe_target, real)
-        ctx.label_smoothing = label_smoothing
-        return per_token.masked_fill(~real, 0.0).sum()
-
-    @staticmethod
-    def backward(ctx, grad_loss: Tensor) -> tuple[Tensor, None, None]:
-        logits, safe_target, real = ctx.saved_tensors
-        eps, vocab = ctx.label_smoothing, logits.size(1)
-        grad = torch.softmax(logits, dim=-1).sub_(eps / vocab)  # (N, V) softmax - eps / V
-        grad.scatter_add_(1, safe_target[:, None], grad.new_full((grad.size(0), 1), eps - 1.0))
-        grad.mul_((real.to(grad.dtype) * grad_loss)[:, None])
-        return grad, None, None
 
 
 def adamw(model: torch.nn.Module, config: TrainConfig, fused: bool) -> torch.optim.AdamW:

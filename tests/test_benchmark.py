@@ -118,7 +118,6 @@ def test_quick_mode_writes_measured_numbers(tmp_path, monkeypatch, one_thread):
     source_side = [c for c in report["ablations"] if "source side left in place" in c["name"]]
     assert len(source_side) == len(TINY) and all(c["agreement"] == 1.0 for c in source_side)
     assert any("sigmoid form" in n for n in names) and any("one-query attention" in n for n in names)
-    assert sum("fused cross-entropy" in n for n in names) == len(TINY)
     context_once = next(c for c in report["ablations"] if "c projected once" in c["name"])
     assert context_once["agreement"] >= 0.9  # the same function, rounded differently: a near-tie may flip
     assert any("step-loop" in c["baseline"] for c in report["references"])

@@ -10,7 +10,6 @@ import signal
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from conftest import make_prepared, run_nmt, toy_pairs
 
 from nmt.checkpoint import load_checkpoint
@@ -29,7 +28,6 @@ from nmt.schedules import (
 )
 from nmt.training import (
     MAX_BAD_UPDATES,
-    SmoothedCrossEntropy,
     StopReason,
     Trainer,
     Validation,
@@ -123,28 +121,6 @@ def test_label_smoothed_loss_matches_its_definition_and_ignores_padding():
     torch.testing.assert_close(token_loss(logits, target, eps), expected)
     assert token_loss(logits, target, 0.0) == pytest.approx(float(nll[real].sum()), rel=1e-6)
     assert token_loss(logits.bfloat16(), target, 0.0).dtype == torch.float32
-
-
-@pytest.mark.parametrize("eps", [0.0, 0.1])
-def test_fused_loss_has_the_value_and_gradient_of_cross_entropy(eps):
-    """On the CPU `token_loss` backpropagates through SmoothedCrossEntropy: the same loss and gradient as
-    F.cross_entropy, zero gradient at padding, and a gradient that passes torch's numerical check."""
-    torch.manual_seed(0)
-    logits = torch.randn(3, 4, 11, requires_grad=True)
-    target = torch.tensor([[4, 5, 0, 0], [6, 7, 8, 9], [10, 0, 0, 0]])  # 0 = PAD
-    fused = token_loss(logits, target, eps)
-    (fused_grad,) = torch.autograd.grad(3.0 * fused, logits)
-    reference = F.cross_entropy(
-        logits.flatten(0, 1), target.flatten(), ignore_index=0, label_smoothing=eps, reduction="sum"
-    )
-    (reference_grad,) = torch.autograd.grad(3.0 * reference, logits)
-    torch.testing.assert_close(fused, reference)
-    torch.testing.assert_close(fused_grad, reference_grad)
-    assert (fused_grad[target == 0] == 0).all()
-    doubled = logits.detach().double().flatten(0, 1).requires_grad_()
-    assert torch.autograd.gradcheck(
-        lambda z: SmoothedCrossEntropy.apply(z, target.flatten(), eps), (doubled,)
-    )
 
 
 def test_accumulating_two_half_batches_equals_one_full_batch(toy_data, tmp_path):
