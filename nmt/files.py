@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from nmt.errors import UserError, os_problem
@@ -19,13 +21,25 @@ def atomic_write(path: Path, write) -> None:
     never a half-written one. Errors a user can fix (no space, no permission, ...) become a `UserError`.
     """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    with replacing(path) as tmp:
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as handle:
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
+    _fsync_directory(path.parent)
+
+
+@contextmanager
+def replacing(path: Path) -> Iterator[Path]:
+    """A temporary path beside `path`, renamed over `path` when the block succeeds.
+
+    When the block (or the rename) fails, the temporary file is removed and `path` is untouched; an OS error
+    a user can fix becomes `cannot write PATH: ...` (a `UserError`), anything else is re-raised as it is.
+    """
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        yield tmp
         os.replace(tmp, path)
     except BaseException as error:
         tmp.unlink(missing_ok=True)
@@ -33,7 +47,6 @@ def atomic_write(path: Path, write) -> None:
         if cause is not None:
             raise cannot_write(path, cause) from None
         raise
-    _fsync_directory(path.parent)
 
 
 def check_writable(path: Path, is_file: bool = True) -> None:

@@ -25,7 +25,7 @@ import torch
 from nmt.checkpoint import Checkpoint
 from nmt.config import ModelConfig, TrainConfig, to_dict
 from nmt.errors import UserError
-from nmt.files import atomic_write, cannot_write, check_writable, fixable_os_error
+from nmt.files import atomic_write, check_writable, replacing
 from nmt.prepared import MANIFEST_FILE, PreparedData
 from nmt.tokenizer import TokenizerPair
 
@@ -60,20 +60,12 @@ def prune_step_checkpoints(run_dir: Path, keep: int) -> None:
 
 def copy_atomically(source: Path, target: Path) -> None:
     """`target` becomes a copy of `source`: a hard link where possible (free), a copy otherwise."""
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    tmp.unlink(missing_ok=True)
-    try:
+    with replacing(target) as tmp:
+        tmp.unlink(missing_ok=True)  # left by a process of the same id that was killed
         try:
             os.link(source, tmp)
         except OSError:
             shutil.copyfile(source, tmp)
-        os.replace(tmp, target)
-    except OSError as error:
-        tmp.unlink(missing_ok=True)
-        cause = fixable_os_error(error)
-        if cause is not None:
-            raise cannot_write(target, cause) from None
-        raise
 
 
 def prepare_run_dir(run_dir: Path, resuming: bool, force: bool, main: bool = True) -> None:
