@@ -1035,6 +1035,12 @@ class _Run:
         torch.manual_seed(self.settings.seed)
         return build_model(arch, bench_model_config(arch, preset, self.settings.vocab_size))
 
+    def build_variant(self, variant: type[nn.Module], arch: str, preset: str) -> nn.Module:
+        """`variant` (a subclass of `arch`'s model computing something another way) with `build`'s weights."""
+        model = variant(bench_model_config(arch, preset, self.settings.vocab_size))
+        model.load_state_dict(self.build(arch, preset).state_dict())
+        return model
+
     def maker(self, arch: str, preset: str) -> Callable[[], nn.Module]:
         return lambda: self.build(arch, preset)
 
@@ -1401,8 +1407,7 @@ def _context_once_ablations(run: _Run) -> None:
     s = run.settings
     for preset in dict.fromkeys(p for p in (s.small_presets.get("rnn"), s.paper_presets.get("rnn")) if p):
         model = run.build("rnn", preset).to(run.device).eval()
-        every_step = ContextEveryStepRNN(model.config).to(run.device).eval()
-        every_step.load_state_dict(model.state_dict())
+        every_step = run.build_variant(ContextEveryStepRNN, "rnn", preset).to(run.device).eval()
         run.ablations.append(
             run.compare_beam_search(
                 f"rnn {preset} beam search: c projected once",
@@ -1421,10 +1426,7 @@ def _sigmoid_form_ablation(run: _Run) -> None:
             continue
         sigmoid_form = run.maker("rnnsearch", preset)
 
-        def tanh_form(preset=preset) -> nn.Module:
-            model = TanhRNNSearch(bench_model_config("rnnsearch", preset, s.vocab_size))
-            model.load_state_dict(run.build("rnnsearch", preset).state_dict())  # the same weights
-            return model
+        tanh_form = partial(run.build_variant, TanhRNNSearch, "rnnsearch", preset)
 
         batch = run.batch(run.sizes(preset)[0])
         candidate = run.setup("rnnsearch", "rnnsearch", preset, sigmoid_form, _our_logits, batch)

@@ -100,6 +100,17 @@ def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) 
         assert fragment in errors[0], errors[0]
 
 
+def assert_refused_untouched(
+    directory: Path, command: str, fragments: tuple[str, ...], **restriction
+) -> None:
+    """`nmt COMMAND` run with `restriction` (see `nmt_child`) ends in one error line holding `fragments`, and
+    nothing under `directory` changed."""
+    before = snapshot(directory)
+    result = nmt_child(command, **restriction)
+    assert_one_line_error(result, *fragments)
+    assert snapshot(directory) == before
+
+
 @pytest.fixture
 def read_only(tmp_path, read_only_supported):
     """A read-only directory that already holds a file; mode restored afterwards so pytest can clean up."""
@@ -133,12 +144,9 @@ def inputs(tmp_path: Path, lines: int = 300) -> tuple[Path, Path]:
 
 
 def test_prepare_into_a_read_only_directory(read_only):
-    before = snapshot(read_only)
-    result = nmt_child(
-        f"prepare --dataset synthetic --synthetic-size 3000 --out {read_only / 'data'}", read_only=True
-    )
-    assert_one_line_error(result, str(read_only / "data"), "permission denied")
-    assert snapshot(read_only) == before
+    out = read_only / "data"
+    command = f"prepare --dataset synthetic --synthetic-size 3000 --out {out}"
+    assert_refused_untouched(read_only, command, (str(out), "permission denied"), read_only=True)
 
 
 def test_train_resuming_in_a_read_only_run_directory(toy_data, trained_run, tmp_path, read_only_supported):
@@ -183,10 +191,8 @@ def test_eval_into_a_read_only_directory(read_only, tmp_path):
 
 
 def test_average_into_a_read_only_directory(trained_run, read_only):
-    before = snapshot(read_only)
-    result = nmt_child(f"average --run-dir {trained_run} --last 2 -o {read_only / 'avg.pt'}", read_only=True)
-    assert_one_line_error(result, "avg.pt", "permission denied")
-    assert snapshot(read_only) == before
+    command = f"average --run-dir {trained_run} --last 2 -o {read_only / 'avg.pt'}"
+    assert_refused_untouched(read_only, command, ("avg.pt", "permission denied"), read_only=True)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -197,13 +203,9 @@ def test_prepare_with_a_full_disk_keeps_the_old_data(tmp_path):
     out = tmp_path / "data"
     first = nmt_child(f"prepare --dataset synthetic --synthetic-size 3000 --vocab-size 300 --out {out}")
     assert first.returncode == 0, first.stderr
-    before = snapshot(tmp_path)
-    result = nmt_child(
-        f"prepare --dataset synthetic --synthetic-size 4000 --vocab-size 300 --out {out} --force",
-        file_size_limit=50_000,
-    )
-    assert_one_line_error(result, str(out), "file too large")
-    assert snapshot(tmp_path) == before  # the old directory, and no .partial directory beside it
+    # The old directory stays, and no .partial directory is left beside it.
+    command = f"prepare --dataset synthetic --synthetic-size 4000 --vocab-size 300 --out {out} --force"
+    assert_refused_untouched(tmp_path, command, (str(out), "file too large"), file_size_limit=50_000)
 
 
 def test_train_with_a_full_disk_keeps_the_last_checkpoint(toy_data, trained_run, tmp_path):
@@ -225,24 +227,16 @@ def test_translate_with_a_full_disk_keeps_the_old_output(tiny_checkpoint, tmp_pa
     source, _ = inputs(tmp_path, lines=2000)
     output = tmp_path / "out.txt"
     output.write_text("an earlier translation\n")
-    before = snapshot(tmp_path)
-    result = nmt_child(
-        f"translate -c {tiny_checkpoint('rnn')} -i {source} -o {output} --beam 1", file_size_limit=4_000
-    )
-    assert_one_line_error(result, "out.txt", "file too large")
-    assert snapshot(tmp_path) == before
+    command = f"translate -c {tiny_checkpoint('rnn')} -i {source} -o {output} --beam 1"
+    assert_refused_untouched(tmp_path, command, ("out.txt", "file too large"), file_size_limit=4_000)
 
 
 def test_eval_with_a_full_disk_keeps_the_old_report(tmp_path):
     source, reference = inputs(tmp_path)
     report = tmp_path / "report.json"
     report.write_text("{}\n")
-    before = snapshot(tmp_path)
-    result = nmt_child(
-        f"eval -s {source} -r {reference} --system copy={reference} --json {report}", file_size_limit=500
-    )
-    assert_one_line_error(result, "report.json", "file too large")
-    assert snapshot(tmp_path) == before
+    command = f"eval -s {source} -r {reference} --system copy={reference} --json {report}"
+    assert_refused_untouched(tmp_path, command, ("report.json", "file too large"), file_size_limit=500)
 
 
 def test_average_with_a_full_disk_keeps_the_old_checkpoint(trained_run, tmp_path):
