@@ -33,8 +33,8 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)  ## the main job on the embedded synthetic corpus (CPU, offline, about 10 minutes)
 	@echo "== 1/4 prepare the synthetic Ulami-Zerak corpus"
-	$(OFFLINE) $(NMT) prepare --dataset synthetic --synthetic-size $(DEMO_PAIRS) \
-		--model-type bpe --vocab-size 1000 --out $(DEMO_DIR)/data --force
+	$(OFFLINE) $(NMT) prepare --recipe data/recipes/synthetic.yaml --synthetic-size $(DEMO_PAIRS) \
+		--out $(DEMO_DIR)/data --force
 	@for model in $(DEMO_MODELS); do \
 		echo "== 2/4 train $$model for $(DEMO_MINUTES) minutes on sentences of up to $(DEMO_MAX_WORDS) words"; \
 		$(OFFLINE) $(NMT) train --data $(DEMO_DIR)/data --model $$model --preset small \
@@ -74,7 +74,7 @@ $(BENCH_STAMP): $(STAMP)
 	touch $(BENCH_STAMP)
 
 bench: $(BENCH_STAMP)  ## speed and memory benchmarks (JSON in docs/bench/; BENCH_ARGS="--device cuda" for a GPU)
-	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/python -m cli.bench $(BENCH_ARGS)
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/python -m nmt.cli.bench $(BENCH_ARGS)
 
 clean:  ## remove the virtual environment, caches and demo output
 	rm -rf $(VENV) .pytest_cache .ruff_cache $(DEMO_DIR) *.egg-info

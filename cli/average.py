@@ -7,6 +7,9 @@ from typing import Annotated
 
 import typer
 
+from nmt.errors import UserError
+from nmt.files import check_writable
+
 
 def average(
     checkpoints: Annotated[
@@ -26,10 +29,9 @@ def average(
 
     The checkpoints must share the architecture, model config and tokenizers.
     """
-    from nmt.averaging import average_checkpoints, last_checkpoints
+    # deferred: torch and the library load only when the command runs, so that `nmt --help` is quick
     from nmt.checkpoint import save_checkpoint
-    from nmt.errors import UserError
-    from nmt.files import check_writable
+    from nmt.training.averaging import average_checkpoints, last_checkpoints
 
     listed = [*(inputs or []), *(checkpoints or [])]
     if bool(listed) == (run_dir is not None):

@@ -1,10 +1,11 @@
-"""`python -m cli.bench`: speed and memory benchmarks (`make bench`); a table on stdout, every number in JSON.
+"""`python -m nmt.cli.bench`: speed and memory benchmarks (`make bench`), as a table and in JSON.
 
 A standalone script, not an `nmt` command: it measures the toolkit rather than translating with it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import shlex
 import sys
 from pathlib import Path
@@ -12,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from cli.main import _configure_logging, reports_user_errors
+from nmt.cli.main import _configure_logging, reports_user_errors
 
 DEFAULT_OUT = Path("docs/bench")
 
@@ -54,21 +55,22 @@ def bench(
     ] = True,
 ) -> None:
     """Training throughput, decoding speed, peak memory, padding, references and fast-path ablations."""
-    import dataclasses
-
     _configure_logging()
-    from nmt.benchmark import format_report, full_settings, quick_settings, run_benchmark, write_report
+    # Deferred: torch and the models load when measuring, not for --help.
+    import torch
+
+    from nmt.benchmark import settings as bench_settings
+    from nmt.benchmark.report import format_report, write_report
+    from nmt.benchmark.run import run_benchmark
 
     if threads > 0:
-        import torch
-
         torch.set_num_threads(threads)
-    settings = quick_settings(device) if quick else full_settings(device)
+    settings = bench_settings.quick_settings(device) if quick else bench_settings.full_settings(device)
     settings = dataclasses.replace(
         settings, data_dirs=tuple(data or ()), references=references, ablations=ablations
     )
     path = out or DEFAULT_OUT / ("cpu.json" if device == "cpu" else "cuda.json")
-    report = run_benchmark(settings, command=shlex.join(["python", "-m", "cli.bench", *sys.argv[1:]]))
+    report = run_benchmark(settings, command=shlex.join(["python", "-m", "nmt.cli.bench", *sys.argv[1:]]))
     write_report(report, path)
     typer.echo(format_report(report))
     typer.echo(f"\nwrote {path}")

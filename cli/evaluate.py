@@ -87,8 +87,10 @@ def evaluate(
 ) -> None:
     """Score systems against a reference: BLEU and chrF (sacreBLEU) overall and by source length in words,
     with bootstrap confidence intervals and paired significance tests (Koehn 2004)."""
+    # deferred: the library (sacreBLEU, matplotlib) loads only when the command runs, so `nmt --help` is quick
+    from nmt.cli import eval_inputs
     from nmt.config import DecodeConfig, EvalConfig
-    from nmt.evaluation import evaluate_systems, load_test_set, parse_bucket_edges, write_csv, write_json
+    from nmt.evaluation import evaluate_systems, parse_bucket_edges, write_csv, write_json
     from nmt.files import check_writable
     from nmt.plots import plot_bleu_by_length
 
@@ -104,7 +106,7 @@ def evaluate(
     for output in (json, csv, plot):  # found now, not after translating and scoring
         if output is not None:
             check_writable(output)
-    data = load_test_set(source, reference, system or [], checkpoint or [], decode, device)
+    data = eval_inputs.load_test_set(source, reference, system or [], checkpoint or [], decode, device)
     report = evaluate_systems(data.sources, data.references, data.systems, config)
     typer.echo(report.format_table())
     if json is not None:

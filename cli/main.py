@@ -10,7 +10,7 @@ import sys
 import typer
 from typer.core import TyperGroup
 
-from cli import average, evaluate, prepare, train, translate
+from nmt.cli import average, evaluate, prepare, train, translate
 from nmt.errors import UserError, os_problem
 
 

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from nmt.config import SYNTHETIC_DATASET, PrepareConfig, SubwordModel
+from nmt.config import SYNTHETIC_DATASET, PrepareConfig, SubwordModel, build
+from nmt.data.recipes import recipe_config
 
-DEFAULTS = PrepareConfig()
+DEFAULTS = PrepareConfig()  # shown in --help; an option left out takes the recipe's value, or else this one
 INPUT, CLEANING, VOCABULARY, RUN = (
     "Input",
     "Cleaning (training pairs only)",
@@ -18,8 +20,21 @@ INPUT, CLEANING, VOCABULARY, RUN = (
 )
 
 
+def _default(name: str) -> str:
+    value = getattr(DEFAULTS, name)
+    return str(getattr(value, "value", value))
+
+
 def prepare(
     *,
+    recipe: Annotated[
+        Path | None,
+        typer.Option(
+            help="A recipe: a YAML file of these settings for a standard corpus (see data/recipes/ and "
+            "data/README.md). Options given beside it override its values.",
+            rich_help_panel=INPUT,
+        ),
+    ] = None,
     source_lang: Annotated[
         str | None,
         typer.Option(
@@ -76,72 +91,88 @@ def prepare(
         ),
     ] = None,
     synthetic_size: Annotated[
-        int, typer.Option(help="Sentence pairs to generate for --dataset synthetic.", rich_help_panel=INPUT)
-    ] = DEFAULTS.synthetic_size,
+        int | None,
+        typer.Option(
+            help="Sentence pairs to generate for --dataset synthetic.",
+            show_default=_default("synthetic_size"),
+            rich_help_panel=INPUT,
+        ),
+    ] = None,
     dev_size: Annotated[
-        int,
+        int | None,
         typer.Option(
-            help="Pairs carved from train for dev when no dev data is given.", rich_help_panel=INPUT
+            help="Pairs carved from train for dev when no dev data is given.",
+            show_default=_default("dev_size"),
+            rich_help_panel=INPUT,
         ),
-    ] = DEFAULTS.dev_size,
+    ] = None,
     test_size: Annotated[
-        int,
+        int | None,
         typer.Option(
-            help="Pairs carved from train for test when no test data is given.", rich_help_panel=INPUT
+            help="Pairs carved from train for test when no test data is given.",
+            show_default=_default("test_size"),
+            rich_help_panel=INPUT,
         ),
-    ] = DEFAULTS.test_size,
+    ] = None,
     max_tokens: Annotated[
-        int,
+        int | None,
         typer.Option(
             help="Drop training pairs with more subword tokens than this on either side.",
+            show_default=_default("max_tokens"),
             rich_help_panel=CLEANING,
         ),
-    ] = DEFAULTS.max_tokens,
+    ] = None,
     max_length_ratio: Annotated[
-        float,
+        float | None,
         typer.Option(
             help="Drop training pairs whose longer side has more than this many times the subword "
             "tokens of the shorter side (likely misaligned).",
+            show_default=_default("max_length_ratio"),
             rich_help_panel=CLEANING,
         ),
-    ] = DEFAULTS.max_length_ratio,
+    ] = None,
     vocab_size: Annotated[
-        int,
+        int | None,
         typer.Option(
             help="SentencePiece vocabulary size (per language with --separate-vocabularies).",
+            show_default=_default("vocab_size"),
             rich_help_panel=VOCABULARY,
         ),
-    ] = DEFAULTS.vocab_size,
+    ] = None,
     separate_vocabularies: Annotated[
-        bool,
+        bool | None,
         typer.Option(
-            "--separate-vocabularies",
-            help="One SentencePiece model per language instead of one joint model for both.",
+            "--separate-vocabularies/--joint-vocabulary",
+            help="One SentencePiece model per language, or one joint model for both.",
+            show_default="--joint-vocabulary" if DEFAULTS.joint_vocabulary else "--separate-vocabularies",
             rich_help_panel=VOCABULARY,
         ),
-    ] = not DEFAULTS.joint_vocabulary,
+    ] = None,
     model_type: Annotated[
-        SubwordModel,
+        SubwordModel | None,
         typer.Option(
             help="SentencePiece algorithm: unigram language model or byte-pair encoding.",
+            show_default=_default("model_type"),
             rich_help_panel=VOCABULARY,
         ),
-    ] = DEFAULTS.model_type,
+    ] = None,
     character_coverage: Annotated[
-        float,
+        float | None,
         typer.Option(
             help="Share of characters the vocabulary must cover; lower it (e.g. 0.9995) for scripts "
             "with very many characters.",
+            show_default=_default("character_coverage"),
             rich_help_panel=VOCABULARY,
         ),
-    ] = DEFAULTS.character_coverage,
+    ] = None,
     spm_sample: Annotated[
-        int,
+        int | None,
         typer.Option(
             help="Train SentencePiece on at most this many randomly sampled sentences (0: all).",
+            show_default=_default("spm_sample"),
             rich_help_panel=VOCABULARY,
         ),
-    ] = DEFAULTS.spm_sample,
+    ] = None,
     out: Annotated[
         Path,
         typer.Option("--out", "-o", help="Directory to create for the prepared data.", rich_help_panel=RUN),
@@ -151,15 +182,21 @@ def prepare(
         typer.Option("--force", help="Replace --out if it already holds prepared data.", rich_help_panel=RUN),
     ] = False,
     num_workers: Annotated[
-        int, typer.Option(help="Threads for SentencePiece training and encoding.", rich_help_panel=RUN)
-    ] = DEFAULTS.num_workers,
-    seed: Annotated[
-        int,
+        int | None,
         typer.Option(
-            help="Seed for carving dev/test, SentencePiece's sampling and the synthetic corpus.",
+            help="Threads for SentencePiece training and encoding.",
+            show_default=_default("num_workers"),
             rich_help_panel=RUN,
         ),
-    ] = DEFAULTS.seed,
+    ] = None,
+    seed: Annotated[
+        int | None,
+        typer.Option(
+            help="Seed for carving dev/test, SentencePiece's sampling and the synthetic corpus.",
+            show_default=_default("seed"),
+            rich_help_panel=RUN,
+        ),
+    ] = None,
 ) -> None:
     """Clean a parallel corpus, train a SentencePiece vocabulary, and encode train, dev and test.
 
@@ -168,21 +205,22 @@ def prepare(
 
     Examples:
 
+      nmt prepare --recipe data/recipes/multi30k-en-de.yaml --out data/prepared/multi30k-en-de
+
       nmt prepare --dataset synthetic --out data/synthetic
 
       nmt prepare -s de -t en --train-prefix raw/train --dev-prefix raw/dev --test-prefix raw/test -o de-en
 
       nmt prepare -s de -t en --dataset wmt14 --dataset-config de-en --vocab-size 32000 -o data/wmt14
     """
-    from nmt.preparation import format_summary, prepare_data
+    given = dict(locals())
+    # Deferred: the pipeline loads datasets, pyarrow and sentencepiece, which `nmt --help` does not need.
+    from nmt.data.preparation import format_summary, prepare_data
 
-    config = PrepareConfig(
-        source_lang=source_lang, target_lang=target_lang, train_prefix=train_prefix, dev_prefix=dev_prefix,
-        test_prefix=test_prefix, dataset=dataset, dataset_config=dataset_config,
-        dataset_revision=dataset_revision, synthetic_size=synthetic_size, dev_size=dev_size,
-        test_size=test_size, max_tokens=max_tokens, max_length_ratio=max_length_ratio, vocab_size=vocab_size,
-        joint_vocabulary=not separate_vocabularies, model_type=model_type,
-        character_coverage=character_coverage, spm_sample=spm_sample, num_workers=num_workers, seed=seed,
-    )  # fmt: skip
+    # Only the options the user gave (None: left out) override the recipe, or else the defaults.
+    values = {f.name: given[f.name] for f in fields(PrepareConfig) if given.get(f.name) is not None}
+    if separate_vocabularies is not None:
+        values["joint_vocabulary"] = not separate_vocabularies
+    config = recipe_config(recipe, values) if recipe else build(PrepareConfig, values, "prepare setting")
     result = prepare_data(config, out, force=force)
     typer.echo(format_summary(result.manifest, result.path))

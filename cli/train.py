@@ -8,13 +8,12 @@ from typing import Annotated
 
 import typer
 
-from nmt.config import DEFAULT_PRESET, Schedule
+from nmt.config import Schedule
+from nmt.models.presets import DEFAULT_PRESET
+from nmt.models.registry import ARCHITECTURES
 
-
-class Arch(str, enum.Enum):
-    rnn = "rnn"
-    rnnsearch = "rnnsearch"
-    transformer = "transformer"
+#: --model's choices: the registry's architectures.
+Arch = enum.Enum("Arch", {name: name for name in ARCHITECTURES}, type=str)
 
 
 def train(
@@ -86,8 +85,10 @@ def train(
     ] = False,
 ) -> None:
     """Train a model, keeping the best checkpoint by dev BLEU (best.pt) and the latest (last.pt)."""
+    # deferred: torch and the library load only when the command runs, so that `nmt --help` is quick
     from nmt.config import load_yaml_config
-    from nmt.training import resolve_configs
+    from nmt.models import architecture
+    from nmt.training import resolve_configs, resume_point
     from nmt.training import train as run_training
 
     given = dict(locals())
@@ -115,12 +116,16 @@ def train(
         "compile",
     ]
     overrides = {name: given[name] for name in names if given[name] is not None}
-    yaml_model, yaml_train = load_yaml_config(config) if config else ({}, {})
-    checkpoint = resume_from or (out / "last.pt" if resume else None)
-    model_config, train_config = resolve_configs(
-        model.value, preset, yaml_model, {**yaml_train, **overrides}, resume=checkpoint
+    # The YAML's values are checked against their types here, so that an error names the file.
+    yaml_model, yaml_train = (
+        load_yaml_config(config, architecture(model.value).config) if config else ({}, {})
     )
-    result = run_training(data, model.value, model_config, train_config, out, resume=checkpoint, force=force)
+    checkpoint = resume_from or (out / "last.pt" if resume else None)
+    point = resume_point(checkpoint) if checkpoint is not None else None  # read once, for configs and run
+    model_config, train_config = resolve_configs(
+        model.value, preset, yaml_model, {**yaml_train, **overrides}, resume=point
+    )
+    result = run_training(data, model.value, model_config, train_config, out, resume=point, force=force)
     best = "no validation" if result.best_bleu is None else f"best dev BLEU {result.best_bleu:.2f}"
     typer.echo(f"{result.stop_reason.value} after {result.steps} updates ({result.minutes:.1f} min): {best}")
     if result.stop_reason.value == "interrupted":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -89,18 +90,18 @@ def translate(
 
     With --nbest N > 1, N lines per input line: LINE<tab>RANK<tab>SCORE<tab>TEXT, counting from 1.
     """
-    import dataclasses
-
-    from nmt.devices import resolve_device
-    from nmt.files import check_writable
-    from nmt.translation import (
+    # deferred: the library (torch, matplotlib) loads only when the command runs, so `nmt --help` is quick
+    from nmt.decoding.translation import (
         CHUNK_LINES,
         check_decode_config,
         load_translator,
-        read_input_lines,
         translate_stream,
         translate_to_file,
     )
+    from nmt.devices import resolve_device
+    from nmt.errors import UserError
+    from nmt.files import check_writable, iter_lines, stream_lines
+    from nmt.plots import plot_translation_attention
 
     given = {
         "beam_size": beam,
@@ -118,20 +119,41 @@ def translate(
         check_writable(output_path)
     if attention_plot is not None:
         check_writable(attention_plot / "0001.png")
-    lines = read_input_lines(None if input_path == STDIO else input_path)
+    # A file is checked whole now (a bad byte half-way fails before anything is translated); stdin streams.
+    lines = (
+        iter_lines(sys.stdin.buffer, "standard input") if input_path == STDIO else stream_lines(input_path)
+    )
     target = resolve_device(device)
     model, ckpt = load_translator(checkpoint, target)
+    if attention_plot is not None and not model.has_attention:
+        raise UserError(
+            "--attention-plot needs a model with attention: the rnn model reads the source as one fixed "
+            "vector (use an rnnsearch or transformer checkpoint, or leave out --attention-plot)"
+        )
     interactive = input_path == STDIO and sys.stdin.isatty()
-    options = {
-        "plot_dir": attention_plot,
-        "max_plots": max_plots,
-        "chunk_size": 1 if interactive else CHUNK_LINES,
-    }
     if interactive:
         typer.echo("Type a sentence and press Enter (Ctrl-D ends).", err=True)
+    plots = []
+
+    def draw(translation) -> None:
+        """The attention of the first --max-plots lines that are not empty, as DIR/0001.png, ..."""
+        if attention_plot is not None and translation.attention is not None:
+            attention_plot.mkdir(parents=True, exist_ok=True)
+            plots.append(attention_plot / f"{translation.index + 1:04d}.png")
+            plot_translation_attention(translation, plots[-1])
 
     def run(out):
-        return translate_stream(model, ckpt.tokenizers, lines, out, config, target, **options)
+        return translate_stream(
+            model,
+            ckpt.tokenizers,
+            lines,
+            out,
+            config,
+            target,
+            attention_lines=max_plots if attention_plot is not None else 0,
+            on_translation=draw,
+            chunk_size=1 if interactive else CHUNK_LINES,
+        )
 
     report = run(sys.stdout) if output_path == STDIO else translate_to_file(output_path, run)
     if interactive:
@@ -139,6 +161,6 @@ def translate(
     typer.echo(
         f"translated {report.sentences} sentences in {report.seconds:.1f} s: "
         f"{report.sentences_per_second:.1f} sentences/s, {report.tokens_per_second:.0f} target tokens/s"
-        + (f"; {report.plots} attention plots in {attention_plot}" if report.plots else ""),
+        + (f"; {len(plots)} attention plots in {attention_plot}" if plots else ""),
         err=True,
     )

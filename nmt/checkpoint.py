@@ -24,10 +24,13 @@ from typing import Any
 
 import torch
 
-from nmt.config import ModelConfig, from_dict, model_config_class, to_dict
+from nmt import __version__
+from nmt.config import from_dict, to_dict
+from nmt.data.tokenizer import Tokenizer, TokenizerPair
 from nmt.errors import UserError
 from nmt.files import atomic_write
-from nmt.tokenizer import Tokenizer, TokenizerPair
+from nmt.models import ModelConfig, architecture, build_model
+from nmt.models.base import Seq2Seq
 
 FORMAT = "nmt-checkpoint"
 VERSION = 1
@@ -43,10 +46,8 @@ class Checkpoint:
     train_state: dict[str, Any] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
 
-    def build_model(self, device: torch.device | str = "cpu"):
+    def build_model(self, device: torch.device | str = "cpu") -> Seq2Seq:
         """The model with these weights, in eval mode, on `device`."""
-        from nmt.models import build_model
-
         model = build_model(self.arch, self.model_config)
         model.load_state_dict(self.model_state)
         return model.to(device).eval()
@@ -54,8 +55,6 @@ class Checkpoint:
 
 def save_checkpoint(path: Path, checkpoint: Checkpoint) -> None:
     """Write `checkpoint` to `path` atomically."""
-    from nmt import __version__
-
     payload = {
         "format": FORMAT,
         "version": VERSION,
@@ -112,7 +111,7 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> Che
         )
     try:
         arch = payload["arch"]
-        config = from_dict(model_config_class(arch), payload["model_config"])
+        config = from_dict(architecture(arch).config, payload["model_config"])
         source = Tokenizer(payload["tokenizers"]["source"])
         target_proto = payload["tokenizers"]["target"]
         target = source if target_proto == source.model_proto else Tokenizer(target_proto)

@@ -1,79 +1,27 @@
-"""Configuration dataclasses. Every default lives here and nowhere else.
+"""The configuration dataclasses of training, decoding, preparation and evaluation, and how any config is
+built from plain values.
 
-A run is described by one model config (which architecture and its sizes) and one `TrainConfig`.
-Presets fill them, a YAML file can override them, and CLI options override only what was given.
-Unknown keys are an error that names the key and the closest valid one.
+A run is described by one model config (its architecture's dataclass, beside the model in nmt/models) and one
+`TrainConfig`. Presets fill them, a YAML file can override them, and CLI options override only what was given.
+Every value is checked and converted to its field's declared type (`build`); unknown keys are an error that
+names the key and the closest valid one. Each default lives in its dataclass and nowhere else.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import enum
+import math
+import types
+import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from nmt.errors import UserError, closest
-
-# ------------------------------------------------------------------------------------------------------------
-# Models
-
-
-@dataclass
-class RNNConfig:
-    """RNN Encoder-Decoder (Cho et al. 2014; "RNNencdec" in Bahdanau et al. 2014): no attention."""
-
-    src_vocab_size: int = 0  # filled from the prepared data
-    tgt_vocab_size: int = 0
-    embed_dim: int = 256
-    hidden_dim: int = 512
-    maxout_dim: int = 0  # 0: a tanh deep-output layer; > 0: maxout with this many units (App. A.2)
-    dropout: float = 0.2
-    share_embeddings: bool = False  # one embedding table for source and target (joint vocabularies only)
-
-
-@dataclass
-class RNNSearchConfig:
-    """RNNsearch (Bahdanau et al. 2014): bidirectional GRU encoder, additive attention, deep output."""
-
-    src_vocab_size: int = 0
-    tgt_vocab_size: int = 0
-    embed_dim: int = 256
-    hidden_dim: int = 512  # per direction in the encoder, and the decoder's state size
-    attention_dim: int = 512  # the alignment model's hidden size (n' in App. A.1.2)
-    maxout_dim: int = 0
-    dropout: float = 0.2
-    share_embeddings: bool = False
-
-
-@dataclass
-class TransformerConfig:
-    """Transformer (Vaswani et al. 2017)."""
-
-    src_vocab_size: int = 0
-    tgt_vocab_size: int = 0
-    d_model: int = 512
-    num_heads: int = 8
-    ffn_dim: int = 2048
-    encoder_layers: int = 6
-    decoder_layers: int = 6
-    dropout: float = 0.1
-    attention_dropout: float = 0.0
-    norm_first: bool = True  # pre-norm (stable without long warmup); False gives the paper's post-norm
-    tie_output: bool = True  # target embedding tied to the output projection (Section 3.4)
-    share_embeddings: bool = False  # source and target share one table (joint vocabularies only)
-    max_positions: int = 1024
-    alignment_layer: int = -1  # the decoder layer whose cross-attention (mean over heads) decoding exposes
-
-
-ModelConfig = RNNConfig | RNNSearchConfig | TransformerConfig
-
-MODEL_CONFIGS: dict[str, type] = {
-    "rnn": RNNConfig,
-    "rnnsearch": RNNSearchConfig,
-    "transformer": TransformerConfig,
-}
-
 
 # ------------------------------------------------------------------------------------------------------------
 # Training
@@ -197,198 +145,225 @@ class EvalConfig:
 
 
 # ------------------------------------------------------------------------------------------------------------
-# Presets: name -> (model overrides, training overrides) for each architecture.
-
-_RNN_TRAIN = {"lr": 1e-3, "schedule": Schedule.plateau, "label_smoothing": 0.0, "betas": (0.9, 0.999)}
-_TRANSFORMER_TRAIN = {"lr": 7e-4, "schedule": Schedule.inverse_sqrt, "label_smoothing": 0.1}
-
-PRESETS: dict[str, dict[str, tuple[dict[str, Any], dict[str, Any]]]] = {
-    "rnn": {
-        "tiny": (
-            {"embed_dim": 32, "hidden_dim": 64, "dropout": 0.0},
-            {**_RNN_TRAIN, "batch_tokens": 512, "lr": 5e-3},
-        ),
-        "small": (
-            {"embed_dim": 128, "hidden_dim": 256, "dropout": 0.1},
-            {**_RNN_TRAIN, "batch_tokens": 2048, "lr": 5e-3},
-        ),
-        "base": ({"embed_dim": 256, "hidden_dim": 512, "dropout": 0.2}, {**_RNN_TRAIN, "batch_tokens": 4096}),
-        # Bahdanau et al. 2014, App. A.2: embeddings 620, hidden 1000, maxout 500.
-        "rnnencdec-paper": (
-            {"embed_dim": 620, "hidden_dim": 1000, "maxout_dim": 500, "dropout": 0.0},
-            {**_RNN_TRAIN, "batch_tokens": 8192},
-        ),
-    },
-    "rnnsearch": {
-        "tiny": (
-            {"embed_dim": 32, "hidden_dim": 64, "attention_dim": 64, "dropout": 0.0},
-            {**_RNN_TRAIN, "batch_tokens": 512, "lr": 5e-3},
-        ),
-        "small": (
-            {"embed_dim": 128, "hidden_dim": 256, "attention_dim": 256, "dropout": 0.1},
-            {**_RNN_TRAIN, "batch_tokens": 2048, "lr": 5e-3},
-        ),
-        "base": (
-            {"embed_dim": 256, "hidden_dim": 512, "attention_dim": 512, "dropout": 0.2},
-            {**_RNN_TRAIN, "batch_tokens": 4096},
-        ),
-        "rnnsearch-paper": (
-            {"embed_dim": 620, "hidden_dim": 1000, "attention_dim": 1000, "maxout_dim": 500, "dropout": 0.0},
-            {**_RNN_TRAIN, "batch_tokens": 8192},
-        ),
-    },
-    "transformer": {
-        "tiny": (
-            {
-                "d_model": 64,
-                "num_heads": 4,
-                "ffn_dim": 128,
-                "encoder_layers": 2,
-                "decoder_layers": 2,
-                "dropout": 0.0,
-            },
-            {**_TRANSFORMER_TRAIN, "warmup_steps": 100, "batch_tokens": 512, "lr": 2e-3},
-        ),
-        "small": (
-            {
-                "d_model": 128,
-                "num_heads": 4,
-                "ffn_dim": 512,
-                "encoder_layers": 3,
-                "decoder_layers": 3,
-                "dropout": 0.1,
-            },
-            {**_TRANSFORMER_TRAIN, "warmup_steps": 200, "batch_tokens": 2048, "lr": 2e-3},
-        ),
-        "base": (
-            {"d_model": 512, "num_heads": 8, "ffn_dim": 2048, "encoder_layers": 6, "decoder_layers": 6},
-            {**_TRANSFORMER_TRAIN, "warmup_steps": 4000, "batch_tokens": 8192},
-        ),
-        # Vaswani et al. 2017, Table 3, "base".
-        "transformer-base": (
-            {"d_model": 512, "num_heads": 8, "ffn_dim": 2048, "encoder_layers": 6, "decoder_layers": 6},
-            {**_TRANSFORMER_TRAIN, "warmup_steps": 4000, "batch_tokens": 8192},
-        ),
-    },
-}
-
-DEFAULT_PRESET = "small"
+# Building configs from presets, YAML files, recipes and overrides
 
 
-# ------------------------------------------------------------------------------------------------------------
-# Building configs from presets, YAML files and overrides
-
-
-def check_keys(cls: type, values: dict[str, Any], where: str) -> None:
+def check_keys(cls: type, values: Mapping[str, Any], where: str) -> None:
     """Refuse keys that `cls` does not have, naming the closest valid one."""
     valid = [f.name for f in fields(cls)]
     for key in values:
         if key not in valid:
-            hint = closest(key, valid)
+            hint = closest(str(key), valid)
             raise UserError(f"unknown {where} key '{key}'" + (f" (did you mean '{hint}'?)" if hint else ""))
 
 
-def _coerce(cls: type, values: dict[str, Any]) -> dict[str, Any]:
-    """Turn YAML scalars into the field types that need it (enums, tuples)."""
-    out = dict(values)
-    for f in fields(cls):
-        if f.name not in out:
-            continue
-        if f.name == "schedule" and not isinstance(out[f.name], Schedule):
-            try:
-                out[f.name] = Schedule(out[f.name])
-            except ValueError:
-                choices = ", ".join(s.value for s in Schedule)
-                raise UserError(f"unknown schedule '{out[f.name]}' (choose one of {choices})") from None
-        if f.name == "betas":
-            out[f.name] = tuple(out[f.name])
-    return out
+def convert_values(cls: type, values: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """`values` checked against the fields of the config dataclass `cls` and converted to their declared
+    types, without building the config (so that partial values, such as overrides, can be checked early)."""
+    check_keys(cls, values, where)
+    hints = typing.get_type_hints(cls)
+    return {key: convert(value, hints[key], f"{where} key '{key}'") for key, value in values.items()}
 
 
-def model_config(arch: str, preset: str, overrides: dict[str, Any] | None = None) -> ModelConfig:
-    """The model config for `arch` from a preset, with overrides applied."""
-    cls = model_config_class(arch)
-    model_values, _ = preset_values(arch, preset)
-    overrides = overrides or {}
-    check_keys(cls, overrides, "model config")
-    return cls(**{**model_values, **overrides})
+def build(cls: type, values: Mapping[str, Any], where: str):
+    """An instance of the config dataclass `cls` from `values`, each checked and converted to its field's
+    declared type: a YAML file's `lr: 1e-3` is a string to YAML, and `batch_tokens: "4096"` is one anywhere.
+
+    `where` names the config in messages ("training config"). Unknown keys and values that do not fit are one
+    `UserError` naming the key, the value and the expected type; defaults come from `cls` alone.
+    """
+    return cls(**convert_values(cls, values, where))
 
 
-def train_config(arch: str, preset: str, overrides: dict[str, Any] | None = None) -> TrainConfig:
-    """The training config for `arch` from a preset, with overrides applied."""
-    _, train_values = preset_values(arch, preset)
-    overrides = overrides or {}
-    check_keys(TrainConfig, overrides, "training config")
-    return TrainConfig(**_coerce(TrainConfig, {**train_values, **overrides}))
+def convert(value: Any, hint: Any, what: str) -> Any:
+    """`value` as the type `hint`: int, float, bool, str, Path, an Enum, a tuple of these, or an optional of
+    one. Text is parsed ('4096', '1e-3', 'true'); nothing is truncated or guessed: 2.5 is not an integer,
+    1 is not a boolean, True is not a number, and a number is not a string.
+
+    A value that does not fit is a `UserError` that says `what` must be, and what it got.
+    """
+    hint, optional = _unwrap_optional(hint)
+    if value is None and optional:
+        return None
+    try:
+        return _convert(value, hint)
+    except (TypeError, ValueError, OverflowError):
+        expected = _type_name(hint) + (" or null" if optional else "")
+        advice = "; quote it in YAML" if hint is str and isinstance(value, (bool, int, float)) else ""
+        raise UserError(f"{what} must be {expected} (got {value!r}{advice})") from None
 
 
-def model_config_class(arch: str) -> type:
-    if arch not in MODEL_CONFIGS:
-        hint = closest(arch, MODEL_CONFIGS)
-        raise UserError(
-            f"unknown model '{arch}' (choose one of {', '.join(MODEL_CONFIGS)}; did you mean '{hint}'?)"
-        )
-    return MODEL_CONFIGS[arch]
+def _unwrap_optional(hint: Any) -> tuple[Any, bool]:
+    """(T, True) for `T | None`, (hint, False) for anything that is not a union."""
+    if typing.get_origin(hint) not in (typing.Union, types.UnionType):
+        return hint, False
+    options = [option for option in typing.get_args(hint) if option is not type(None)]
+    if len(options) != 1:  # a union of two real types would need a rule for which one wins
+        raise NotImplementedError(f"config fields of type {hint} are not supported")
+    return options[0], len(options) < len(typing.get_args(hint))
 
 
-def preset_values(arch: str, preset: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    model_config_class(arch)
-    presets = PRESETS[arch]
-    if preset not in presets:
-        raise UserError(f"unknown preset '{preset}' for model '{arch}' (choose one of {', '.join(presets)})")
-    return presets[preset]
+def _convert(value: Any, hint: Any) -> Any:
+    """`value` as `hint`, or TypeError/ValueError/OverflowError when it does not fit."""
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        return hint(value.value if isinstance(value, enum.Enum) else value)
+    if typing.get_origin(hint) is tuple:
+        items = _tuple_items(value)
+        args = typing.get_args(hint)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(item, args[0]) for item in items)
+        if len(items) != len(args):
+            raise ValueError(value)
+        return tuple(_convert(item, item_hint) for item, item_hint in zip(items, args, strict=True))
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in _BOOLEANS:
+            return _BOOLEANS[value.strip().lower()]
+        raise TypeError(value)
+    if hint is int:
+        number = _number(value)
+        if isinstance(number, float) and not number.is_integer():  # 2.5, inf and nan are not integers
+            raise ValueError(value)
+        return int(number)
+    if hint is float:
+        number = float(_number(value))
+        if not math.isfinite(number):
+            raise ValueError(value)
+        return number
+    if hint is str:
+        if not isinstance(value, str):  # YAML turns `no` into False and `1.10` into 1.1: refuse, not guess
+            raise TypeError(value)
+        return value
+    if hint is Path:
+        if isinstance(value, Path):
+            return value
+        if not isinstance(value, str) or not value.strip():
+            raise TypeError(value)
+        return Path(value)
+    # A programming error, not a user's: a config field of a type this module does not convert yet.
+    raise NotImplementedError(f"config fields of type {hint} are not supported")
 
 
-def load_yaml_config(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Read a YAML run config with optional top-level sections `model:` and `train:`."""
-    import yaml
+_BOOLEANS = {"true": True, "yes": True, "on": True, "false": False, "no": False, "off": False}
 
+
+def _number(value: Any) -> int | float:
+    """An int or float from a number or its text ('4096', '1e-3'); never from a bool."""
+    if isinstance(value, bool):
+        raise TypeError(value)
+    if isinstance(value, (int, float)):
+        return value
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            return int(text)
+        except ValueError:
+            return float(text)
+    raise TypeError(value)
+
+
+def _tuple_items(value: Any) -> list[Any]:
+    """The items of a list or tuple, or of comma-separated text ('0.9, 0.98')."""
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",")]
+    raise TypeError(value)
+
+
+_NAMES = {bool: "true or false", int: "an integer", float: "a finite number", str: "a string", Path: "a path"}
+_PLURALS = {bool: "booleans", int: "integers", float: "numbers", str: "strings", Path: "paths"}
+
+
+def _type_name(hint: Any) -> str:
+    """How a message names the type `hint`: 'an integer', 'one of gnmt, average, none', ..."""
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        return "one of " + ", ".join(str(member.value) for member in hint)
+    if typing.get_origin(hint) is tuple:
+        args = typing.get_args(hint)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return f"a list of {_PLURALS.get(args[0], str(args[0]))}"
+        if len(set(args)) == 1:
+            return f"a list of {len(args)} {_PLURALS.get(args[0], str(args[0]))}"
+        return f"a list of {len(args)} items ({', '.join(_type_name(arg) for arg in args)})"
+    return _NAMES.get(hint, str(hint))
+
+
+def load_yaml_config(path: Path, model_config: type | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The `model:` and `train:` sections of a YAML run config (either may be missing).
+
+    The `train:` values are checked and converted against `TrainConfig`, and the `model:` values against
+    `model_config` when it is given, so that a bad value is reported with the file's name before anything
+    else happens.
+    """
+    path = Path(path)
     if not path.is_file():
         raise UserError(f"config file not found: {path}")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as error:
         raise UserError(f"config file {path} is not valid YAML: {str(error).splitlines()[0]}") from None
+    except UnicodeDecodeError as error:
+        raise UserError(f"config file {path} is not valid UTF-8 (byte {error.start})") from None
     if not isinstance(data, dict):
         raise UserError(f"config file {path} must be a mapping with 'model:' and/or 'train:' sections")
     for key in data:
         if key not in ("model", "train"):
-            hint = closest(key, ["model", "train"])
+            hint = closest(str(key), ["model", "train"])
             raise UserError(f"unknown config section '{key}' in {path} (did you mean '{hint}'?)")
-    return dict(data.get("model") or {}), dict(data.get("train") or {})
+    sections = {}
+    for name in ("model", "train"):
+        section = data.get(name)
+        if section is not None and not isinstance(section, dict):
+            raise UserError(
+                f"config file {path}: '{name}:' must be a mapping of keys to values (got {section!r})"
+            )
+        sections[name] = dict(section or {})
+    try:
+        train = convert_values(TrainConfig, sections["train"], "training config")
+        model = sections["model"]
+        if model_config is not None:
+            model = convert_values(model_config, model, "model config")
+    except UserError as error:
+        raise UserError(f"{path}: {error}") from None
+    return model, train
 
 
 def to_dict(config) -> dict[str, Any]:
-    """A plain, JSON- and checkpoint-friendly dict (enums as their values, tuples as lists)."""
+    """A plain dict of built-in types, for JSON, YAML and checkpoints (enums as their values, tuples as lists,
+    paths as strings); `from_dict` turns it back into an equal config."""
     out = {}
     for key, value in dataclasses.asdict(config).items():
         if isinstance(value, enum.Enum):
             value = value.value
         elif isinstance(value, tuple):
             value = list(value)
+        elif isinstance(value, Path):
+            value = str(value)
         out[key] = value
     return out
 
 
-def from_dict(cls: type, values: dict[str, Any]):
-    """Rebuild a config saved with `to_dict`."""
-    check_keys(cls, values, cls.__name__)
-    return cls(**_coerce(cls, values))
+def from_dict(cls: type, values: Mapping[str, Any]):
+    """Rebuild a config saved with `to_dict` (each value checked and converted as in `build`)."""
+    return build(cls, values, cls.__name__)
 
 
 __all__ = [
     "DecodeConfig",
     "EvalConfig",
     "LengthNormalization",
-    "MODEL_CONFIGS",
-    "ModelConfig",
-    "PRESETS",
     "PrepareConfig",
-    "RNNConfig",
-    "RNNSearchConfig",
     "SYNTHETIC_DATASET",
     "Schedule",
     "SubwordModel",
     "TrainConfig",
-    "TransformerConfig",
+    "build",
+    "check_keys",
+    "convert",
+    "convert_values",
+    "from_dict",
+    "load_yaml_config",
+    "to_dict",
 ]

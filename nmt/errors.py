@@ -4,6 +4,7 @@ Library code raises `UserError` for anything the user can fix (a missing file, a
 that does not fit the data). The CLI turns it into one line on stderr and exit code 2, never a traceback.
 """
 
+import difflib
 import errno
 
 # Operating-system errors that the user can fix, with the way out. Any other OSError is a bug or a broken
@@ -26,8 +27,6 @@ class UserError(Exception):
 
 def closest(name: str, candidates) -> str | None:
     """The candidate most similar to `name`, for "did you mean" hints."""
-    import difflib
-
     matches = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.0)
     return matches[0] if matches else None
 

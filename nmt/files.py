@@ -1,17 +1,130 @@
-"""Writing files so that a failure never leaves a half-written one, and says in one line what went wrong.
+"""Files: the one reader of text lines, and writes that never leave a half-written file.
+
+Reading: `read_lines` (a whole file), `stream_lines` (a file, line by line) and `iter_lines` (any binary
+stream, such as standard input) are what `nmt prepare`, `nmt translate`, `nmt eval` and the prepared
+directory read text with; `decode_lines` is the one decoder under all three. Everywhere:
+
+- UTF-8, gzip-compressed when the name ends in .gz;
+- lines end at "\\n" only, and a "\\r" before it is dropped: Unicode line separators inside a sentence
+  (U+2028, U+0085, ...) must not change the line count or break the alignment of a parallel corpus;
+- a byte-order mark at the start of the file is not part of the first line; a last line without "\\n" counts;
+- invalid UTF-8 is one `UserError` naming the file, the line and the byte.
+
+Writing: `atomic_write` and `replacing` leave either the old file or the new one, and say in one line what
+went wrong when the user can fix it.
 
 No torch here: quick to import.
 """
 
 from __future__ import annotations
 
+import gzip
 import os
 import tempfile
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 from nmt.errors import UserError, os_problem
+
+# ------------------------------------------------------------------------------------------------------------
+# Reading text lines
+
+# What reading a file can raise besides UnicodeDecodeError: the OS, or a corrupt or truncated gzip stream.
+_READ_ERRORS = (OSError, EOFError, zlib.error)
+
+
+def decode_lines(data: bytes, name: str, first_line: int = 1) -> list[str]:
+    """The lines of `data`, UTF-8 bytes of whole lines that start at line `first_line` of `name`.
+
+    The one decoder behind every reader: the rules of the module docstring, in one place.
+    """
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise _not_utf8(data, error, name, first_line) from None
+    if first_line == 1 and text.startswith("\ufeff"):  # a byte-order mark is not part of the text
+        text = text[1:]
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()  # the final line ending (or no text at all)
+    if "\r" in text:
+        lines = [line[:-1] if line.endswith("\r") else line for line in lines]
+    return lines
+
+
+def _not_utf8(data: bytes, error: UnicodeDecodeError, name: str, first_line: int) -> UserError:
+    line = first_line + data.count(b"\n", 0, error.start)
+    column = error.start - (data.rfind(b"\n", 0, error.start) + 1) + 1  # 1-based byte of that line
+    byte = f"byte {column}: 0x{data[error.start]:02x}"
+    return UserError(f"{name} line {line} is not valid UTF-8 ({byte}); convert it to UTF-8")
+
+
+def iter_lines(handle: IO[bytes], name: str) -> Iterator[str]:
+    """The lines of a binary stream (a file, a pipe, standard input), decoded one at a time as they arrive,
+    so that a prompt is answered line by line. The caller closes `handle`."""
+    try:
+        for number, raw in enumerate(handle, start=1):
+            yield from decode_lines(raw, name, number)
+    except _READ_ERRORS as error:
+        raise _cannot_read(name, error) from None
+
+
+def open_binary(path: Path) -> IO[bytes]:
+    """`path` opened for reading bytes (through gzip when the name ends in .gz), or a one-line error."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path} is a directory, not a text file")
+    try:
+        return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")  # noqa: SIM115
+    except FileNotFoundError:
+        raise UserError(f"file not found: {path}") from None
+    except OSError as error:
+        raise _cannot_read(str(path), error) from None
+
+
+def read_lines(path: Path) -> list[str]:
+    """Every line of a text file, read and checked whole (one decode for the whole file: fast on corpora)."""
+    with open_binary(path) as handle:
+        try:
+            data = handle.read()
+        except _READ_ERRORS as error:
+            raise _cannot_read(str(path), error) from None
+    return decode_lines(data, str(path))
+
+
+def stream_lines(path: Path, check_first: bool = True) -> Iterator[str]:
+    """The lines of a text file, read one at a time, so memory stays bounded however long the file is.
+
+    The file is opened now: a missing file is an error now, not at the first line. With `check_first`, a
+    regular file is first decoded once whole (line by line), so that a bad byte half-way is an error before
+    any line is used; a pipe, which can be read only once, is not.
+    """
+    if check_first and Path(path).is_file():
+        with open_binary(path) as handle:
+            for _ in iter_lines(handle, str(path)):
+                pass
+    return _lines_then_close(open_binary(path), str(path))
+
+
+def _lines_then_close(handle: IO[bytes], name: str) -> Iterator[str]:
+    with handle:
+        yield from iter_lines(handle, name)
+
+
+def _cannot_read(name: str, error: BaseException) -> UserError:
+    reason = (
+        error.strerror
+        if isinstance(error, OSError) and error.strerror
+        else str(error) or type(error).__name__
+    )
+    return UserError(f"cannot read {name}: {reason}")
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Writing
 
 
 def atomic_write(path: Path, write) -> None:

@@ -1,5 +1,8 @@
 """Figures: attention heatmaps and BLEU against source sentence length (Bahdanau et al. 2014, Figs. 2 and 3).
 
+The one place that draws; the CLI calls it with what the library returns (a `Translation` of
+nmt.decoding.translation, an `EvalReport` of nmt.evaluation), and nothing in the library imports it.
+
 Figures are built with `matplotlib.figure.Figure` directly (no pyplot, no global state, no display), rendered
 with the non-interactive Agg canvas and written atomically as PNG.
 """
@@ -8,19 +11,20 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-if TYPE_CHECKING:
-    from nmt.evaluation import EvalReport
+from nmt.decoding.translation import Translation
+from nmt.evaluation.report import EvalReport
+from nmt.files import atomic_write
+
+EOS_PIECE = "</s>"  # the label of the end-of-sentence position in an attention plot
 
 
 def _save_png(figure: Figure, path: Path) -> None:
     """Render `figure` to PNG and write it atomically to `path`."""
-    from nmt.files import atomic_write
-
     FigureCanvasAgg(figure)
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=figure.dpi)
@@ -35,8 +39,6 @@ def plot_attention(
     `weights` is a (T, S) array-like: row t holds the attention of target token t over the S source tokens.
     Source tokens label the columns along the top, target tokens the rows down the left side.
     """
-    import numpy as np
-
     matrix = np.asarray(weights, dtype=np.float32)  # (T, S)
     if matrix.ndim != 2 or matrix.shape != (len(target_tokens), len(source_tokens)):
         raise ValueError(
@@ -56,6 +58,18 @@ def plot_attention(
         axes.set_xlabel(title)
     figure.tight_layout()
     _save_png(figure, path)
+
+
+def plot_translation_attention(translation: Translation, path: Path) -> None:
+    """A heatmap of a translation's best hypothesis's attention: source subwords across, target subwords
+    down, each side ending in the EOS; titled with the input line's number (from 1)."""
+    plot_attention(
+        translation.attention,
+        [*translation.source_pieces, EOS_PIECE],
+        [*translation.target_pieces, EOS_PIECE],
+        path,
+        title=f"line {translation.index + 1}",
+    )
 
 
 def plot_bleu_by_length(report: EvalReport, path: Path, title: str | None = None) -> None:

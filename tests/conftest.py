@@ -29,7 +29,7 @@ def run_nmt(*args: str, input: str | None = None) -> CliResult:
     """Run the `nmt` command in-process, as a user would from a shell."""
     from typer.testing import CliRunner
 
-    from cli.main import app
+    from nmt.cli.main import app
 
     result = CliRunner().invoke(app, [str(a) for a in args], input=input, catch_exceptions=False)
     return CliResult(result.exit_code, result.stdout, result.stderr)
@@ -80,9 +80,8 @@ def make_prepared(path: Path, train, dev, test, vocab_size: int = 64, joint: boo
 
     from datasets import Dataset, DatasetDict
 
-    from nmt.preparation import encoded_features
-    from nmt.prepared import ENCODED_DIR, MANIFEST_FILE, TEXT_DIR
-    from nmt.tokenizer import (
+    from nmt.data.prepared import ENCODED_DIR, MANIFEST_FILE, TEXT_DIR, encoded_features
+    from nmt.data.tokenizer import (
         JOINT_MODEL_FILE,
         SOURCE_MODEL_FILE,
         TARGET_MODEL_FILE,
@@ -144,9 +143,8 @@ def make_checkpoint(path: Path, data_dir: Path, arch: str, preset: str = "tiny",
     Enough for tests of file formats, line counts and error handling, which do not need good translations.
     """
     from nmt.checkpoint import Checkpoint, save_checkpoint
-    from nmt.config import model_config
-    from nmt.models import build_model
-    from nmt.prepared import PreparedData
+    from nmt.data.prepared import PreparedData
+    from nmt.models import build_model, model_config
 
     data = PreparedData.open(data_dir)
     vocab = {"src_vocab_size": len(data.tokenizers.source), "tgt_vocab_size": len(data.tokenizers.target)}

@@ -40,6 +40,13 @@ MATRIX: dict[tuple[str, str], tuple[str, str]] = {
     ("prepare", "same source and target"): ("--train-prefix {w}/good -t de", "must differ"),
     ("prepare", "existing output"): ("--train-prefix {w}/good --out {w}/precious", "--force"),
     ("prepare", "unknown dataset, offline"): ("--dataset nobody/nothing", "nobody"),
+    ("prepare", "missing recipe"): ("--recipe {w}/none-recipe.yaml", "recipe not found"),
+    ("prepare", "unknown recipe key"): ("--recipe {w}/typo-recipe.yaml", "'vocab_size'"),
+    ("prepare", "recipe value of the wrong type"): (
+        "--recipe {w}/lots-recipe.yaml",
+        "'vocab_size' must be an integer (got 'lots')",
+    ),
+    ("prepare", "recipe that is not a mapping"): ("--recipe {w}/list-recipe.yaml", "must be a mapping"),
     ("train", "missing data directory"): ("--max-steps 9 --data {w}/nowhere", "nowhere"),
     ("train", "not a prepared directory"): ("--max-steps 9 --data {w}", "not a prepared"),
     ("train", "unknown model"): ("--max-steps 9 --model lstm", "'lstm'"),
@@ -47,6 +54,34 @@ MATRIX: dict[tuple[str, str], tuple[str, str]] = {
     ("train", "unknown config key"): ("--max-steps 9 --config {w}/typo.yaml", "warmup_steps"),
     ("train", "missing config file"): ("--max-steps 9 --config {w}/none.yaml", "none.yaml"),
     ("train", "invalid YAML"): ("--max-steps 9 --config {w}/broken.yaml", "broken.yaml"),
+    ("train", "config value of the wrong type"): (
+        "--max-steps 9 --config {w}/lots.yaml",
+        "lots.yaml: training config key 'batch_tokens' must be an integer (got 'lots')",
+    ),
+    ("train", "config number that is not a number"): (
+        "--max-steps 9 --config {w}/fast.yaml",
+        "'lr' must be a finite number (got 'fast')",
+    ),
+    ("train", "config choice that does not exist"): (
+        "--max-steps 9 --config {w}/cosine.yaml",
+        "one of inverse-sqrt, plateau, constant (got 'cosine')",
+    ),
+    ("train", "config number given for a switch"): (
+        "--max-steps 9 --config {w}/switch.yaml",
+        "'bf16' must be true or false (got 1)",
+    ),
+    ("train", "config list of the wrong length"): (
+        "--max-steps 9 --config {w}/betas.yaml",
+        "'betas' must be a list of 2 numbers",
+    ),
+    ("train", "model config value of the wrong type"): (
+        "--max-steps 9 --config {w}/half.yaml",
+        "model config key 'hidden_dim' must be an integer (got 6.5)",
+    ),
+    ("train", "config section that is not a mapping"): (
+        "--max-steps 9 --config {w}/flat.yaml",
+        "'train:' must be a mapping",
+    ),
     ("train", "unknown option"): ("--max-stepz 9", "--max-stepz"),
     ("train", "no stopping limit"): ("", "no stopping limit"),
     ("train", "token budget below one sentence"): ("--max-steps 9 --batch-tokens 2", "--batch-tokens"),
@@ -116,6 +151,17 @@ def workspace(toy_data, tmp_path_factory) -> Path:
     (w / "empty.txt").write_text("")
     (w / "typo.yaml").write_text("train:\n  warmup_step: 10\n")
     (w / "broken.yaml").write_text("train: [unclosed\n")
+    # YAML values that do not fit their field's type (`lr: 1e-3` beside them is text to YAML, and fine).
+    (w / "lots.yaml").write_text("train:\n  lr: 1e-3\n  batch_tokens: lots\n")
+    (w / "fast.yaml").write_text("train:\n  lr: fast\n")
+    (w / "cosine.yaml").write_text("train:\n  schedule: cosine\n")
+    (w / "switch.yaml").write_text("train:\n  bf16: 1\n")
+    (w / "betas.yaml").write_text("train:\n  betas: [0.9]\n")
+    (w / "half.yaml").write_text("model:\n  hidden_dim: 6.5\n")
+    (w / "flat.yaml").write_text("train: 5\n")
+    (w / "typo-recipe.yaml").write_text("dataset: synthetic\nvocab: 100\n")
+    (w / "lots-recipe.yaml").write_text("dataset: synthetic\nvocab_size: lots\n")
+    (w / "list-recipe.yaml").write_text("- dataset: synthetic\n")
     (w / "precious").mkdir()
     (w / "precious" / "manifest.json").write_text("{}\n")
     (w / "precious.txt").write_text("an earlier output\n")

@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from nmt.batching import (
+from nmt.data.batching import (
     TokenizedPairs,
     collate,
     filter_lengths,
+    length_batches,
     pad_sources,
     pad_targets,
     padding_stats,
@@ -100,6 +101,16 @@ def test_collate_follows_the_model_contract():
 def test_sorted_batches_cover_everything_even_sentences_over_the_budget(pairs):
     batches = sorted_batches(pairs, np.arange(100), batch_tokens=10)
     np.testing.assert_array_equal(np.sort(np.concatenate(batches)), np.arange(100))
+
+
+def test_length_batches_respect_the_token_budget():
+    lengths = [3, 9, 1, 4, 4, 7, 2, 30]
+    batches = length_batches(lengths, batch_tokens=12)
+    assert sorted(i for batch in batches for i in batch) == list(range(len(lengths)))
+    for batch in batches:
+        width = max(lengths[i] for i in batch)
+        assert width * len(batch) <= 12 or len(batch) == 1
+        assert [lengths[i] for i in batch] == sorted((lengths[i] for i in batch), reverse=True)
 
 
 def test_reading_an_arrow_dataset_matches_the_lists():

@@ -2,36 +2,46 @@
 
 from __future__ import annotations
 
+import ast
+import copy
 import json
 import math
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from nmt import benchmark
-from nmt.benchmark import (
+import nmt.benchmark
+from nmt.benchmark import settings as bench_settings
+from nmt.benchmark.ablations import explicit_attention
+from nmt.benchmark.decoding import decode
+from nmt.benchmark.inputs import bench_model_config, random_batch
+from nmt.benchmark.padding import measure_padding, synthetic_pairs
+from nmt.benchmark.settings import BenchSettings
+from nmt.benchmark.timing import Timing, bf16_peak_flops
+from nmt.benchmark.training import count_training_flops, training_setup
+from nmt.benchmark.variants import (
+    ContextEveryStepRNN,
+    ReorderEverything,
     StepLoopRNNSearch,
-    Timing,
+    TanhRNNSearch,
+    TransformerWithOneQuerySDPA,
     TransformerWithoutCache,
-    bench_model_config,
-    bf16_peak_flops,
-    count_training_flops,
-    explicit_attention,
-    measure_padding,
-    random_batch,
-    synthetic_pairs,
+    marian_available,
 )
-from nmt.models import build_model
+from nmt.models import ARCHITECTURES, build_model, train_config
 from nmt.models.transformer import attend_mask
+from nmt.training.schedules import LRState, learning_rate
+from nmt.training.update import Updater, adamw, teacher_forced_logits
 
 TINY = {"rnn": "tiny", "rnnsearch": "tiny", "transformer": "tiny"}
 
 
-def tiny_settings(device: str = "cpu") -> benchmark.BenchSettings:
+def tiny_settings(device: str = "cpu") -> BenchSettings:
     """The quick mode's structure at a size that runs in seconds."""
-    return benchmark.BenchSettings(
+    return BenchSettings(
         device=device,
         quick=True,
         vocab_size=64,
@@ -65,9 +75,9 @@ def check_timing(timing: dict, repeats: int) -> None:
 def test_quick_mode_writes_measured_numbers(tmp_path, monkeypatch, one_thread):
     from typer.testing import CliRunner
 
-    from cli.bench import app
+    from nmt.cli.bench import app
 
-    monkeypatch.setattr(benchmark, "quick_settings", tiny_settings)
+    monkeypatch.setattr(bench_settings, "quick_settings", tiny_settings)
     out = tmp_path / "bench.json"
     argv = ["--quick", "--out", str(out)]
     monkeypatch.setattr(sys, "argv", ["cli/bench.py", *argv])
@@ -76,7 +86,7 @@ def test_quick_mode_writes_measured_numbers(tmp_path, monkeypatch, one_thread):
     assert "Training" in result.stdout and "Padding" in result.stdout
     report = json.loads(out.read_text())
 
-    assert report["command"] == "python -m cli.bench --quick --out " + str(out)
+    assert report["command"] == "python -m nmt.cli.bench --quick --out " + str(out)
     assert report["mode"] == "quick" and positive(report["seconds"])
     assert report["machine"]["torch_threads"] == torch.get_num_threads()
     assert report["machine"]["cpu"] and report["machine"]["device"] == "cpu"
@@ -121,7 +131,7 @@ def test_quick_mode_writes_measured_numbers(tmp_path, monkeypatch, one_thread):
     context_once = next(c for c in report["ablations"] if "c projected once" in c["name"])
     assert context_once["agreement"] >= 0.9  # the same function, rounded differently: a near-tie may flip
     assert any("step-loop" in c["baseline"] for c in report["references"])
-    if not benchmark.marian_available():
+    if not marian_available():
         assert any("MarianMTModel reference was skipped" in note for note in report["notes"])
     else:
         assert any("Marian" in c["baseline"] for c in report["references"])
@@ -135,9 +145,9 @@ def test_quick_mode_writes_measured_numbers(tmp_path, monkeypatch, one_thread):
 def test_a_missing_data_directory_fails_before_measuring(tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
-    from cli.bench import app
+    from nmt.cli.bench import app
 
-    monkeypatch.setattr(benchmark, "quick_settings", tiny_settings)
+    monkeypatch.setattr(bench_settings, "quick_settings", tiny_settings)
     out = tmp_path / "bench.json"
     result = CliRunner().invoke(app, ["--quick", "--out", str(out), "--data", str(tmp_path / "missing")])
     assert result.exit_code == 2
@@ -212,8 +222,120 @@ def test_training_flops_are_linear_in_the_batch(arch, one_thread):
 
     def flops(sentences: int) -> int:
         batch = random_batch(sentences, 6, 5, 40, generator)
-        return count_training_flops(model, benchmark._our_logits, batch, label_smoothing=0.1)
+        return count_training_flops(model, teacher_forced_logits, batch, label_smoothing=0.1)
 
     two = flops(2)
     assert two > 0
     assert flops(6) == 3 * two
+
+
+def test_presets_come_from_the_registry():
+    assert bench_settings.small_presets() == {arch: "small" for arch in ARCHITECTURES}
+    paper = bench_settings.paper_presets()
+    assert list(paper) == list(ARCHITECTURES)
+    for arch, preset in paper.items():
+        assert preset in ARCHITECTURES[arch].presets
+    settings = BenchSettings()
+    assert (settings.small_presets, settings.paper_presets) == (bench_settings.small_presets(), paper)
+
+
+def test_a_training_setup_updates_as_the_trainer_does(one_thread):
+    """`TrainingSetup.update` is the trainer's `Updater` at the schedule's learning rate, nothing else."""
+    config = train_config("transformer", "tiny")
+    batch = random_batch(3, 5, 4, 40, torch.Generator().manual_seed(0))
+    torch.manual_seed(0)
+    model = build_model("transformer", bench_model_config("transformer", "tiny", 40))
+    twin = copy.deepcopy(model)
+    cpu = torch.device("cpu")
+    setup = training_setup(
+        "transformer",
+        "nmt transformer",
+        "tiny",
+        model,
+        teacher_forced_logits,
+        config,
+        batch,
+        cpu,
+        False,
+        False,
+        False,
+    )
+    updater = Updater(twin.train(), adamw(twin, config, False), config.label_smoothing, config.clip_norm)
+    for step in (1, 2, 3):
+        setup.update()
+        updater.accumulate([batch], batch.num_tokens, load=lambda b: b)
+        updater.apply(learning_rate(config, step, LRState(plateau_lr=config.lr)))
+        assert setup.updater.optimizer.param_groups[0]["lr"] == updater.optimizer.param_groups[0]["lr"]
+    assert setup.updates == 3
+    for ours, theirs in zip(model.parameters(), twin.parameters(), strict=True):
+        torch.testing.assert_close(ours, theirs, rtol=0, atol=0)
+
+
+def _stepped_log_probs(model, batch) -> list[torch.Tensor]:
+    with torch.no_grad():
+        state = model.start(model.encode(batch.src, batch.src_lengths))
+        found = []
+        for t in range(batch.tgt_in.size(1)):
+            log_probs, state = model.step(batch.tgt_in[:, t], state)
+            found.append(log_probs)
+    return found
+
+
+@pytest.mark.parametrize(
+    ("arch", "variant"),
+    [
+        ("transformer", TransformerWithOneQuerySDPA),
+        ("rnnsearch", TanhRNNSearch),
+        ("rnn", ContextEveryStepRNN),
+    ],
+)
+def test_an_ablation_variant_steps_like_its_model(arch, variant):
+    """Each variant computes what the model computes, another way: with the same weights, the same steps."""
+    config = bench_model_config(arch, "tiny", 40)
+    model = build_model(arch, config).eval()
+    other = variant(config).eval()
+    other.load_state_dict(model.state_dict())
+    batch = random_batch(2, 5, 4, 40, torch.Generator().manual_seed(0))
+    batch.src[0, 3:] = torch.tensor([3, 0])  # a shorter sentence: ids + EOS + PAD
+    batch.src_lengths[0] = 4
+    for expected, found in zip(
+        _stepped_log_probs(model, batch), _stepped_log_probs(other, batch), strict=True
+    ):
+        torch.testing.assert_close(found, expected)
+
+
+def test_reorder_everything_keeps_the_outputs():
+    model = build_model("rnnsearch", bench_model_config("rnnsearch", "tiny", 40)).eval()
+    batch = random_batch(3, 5, 4, 40, torch.Generator().manual_seed(0))
+    ours = decode(model, batch.src, batch.src_lengths, beam_size=3)
+    everything = decode(ReorderEverything(model), batch.src, batch.src_lengths, beam_size=3)
+    assert [h.tokens for h in ours] == [h.tokens for h in everything]
+
+
+def test_each_benchmark_module_imports_only_those_listed_before_it():
+    """The order of nmt/benchmark/__init__.py's list is the import order: no module reaches up or sideways."""
+    package = Path(nmt.benchmark.__file__).parent
+    order = [
+        "settings",
+        "timing",
+        "report",
+        "inputs",
+        "variants",
+        "training",
+        "decoding",
+        "padding",
+        "comparisons",
+        "session",
+        "references",
+        "ablations",
+        "run",
+    ]
+    assert sorted(order) == sorted(p.stem for p in package.glob("*.py") if p.stem != "__init__")
+    for index, name in enumerate(order):
+        tree = ast.parse((package / f"{name}.py").read_text())
+        imported = {
+            node.module.removeprefix("nmt.benchmark.")
+            for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("nmt.benchmark.")
+        }
+        assert imported <= set(order[:index]), name

@@ -1,4 +1,5 @@
-"""Reading, cleaning and carving parallel corpora (nmt/corpus.py) and the manifest's length statistics."""
+"""Reading (nmt/files.py), cleaning and carving parallel corpora (nmt/data/corpus.py), and the manifest's
+length statistics."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import gzip
 
 import pytest
 
-from nmt.corpus import (
+from nmt.data.corpus import (
     ParallelText,
     carve,
     drop_duplicates,
@@ -17,10 +18,10 @@ from nmt.corpus import (
     length_ratio,
     normalize,
     one_line,
-    read_lines,
 )
+from nmt.data.preparation import length_stats
 from nmt.errors import UserError
-from nmt.preparation import length_stats
+from nmt.files import read_lines
 
 
 def test_read_lines_plain_and_gzip_agree(tmp_path):

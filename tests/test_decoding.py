@@ -11,11 +11,11 @@ import pytest
 import torch
 from torch import Tensor
 
-from nmt.batching import pad_sources
 from nmt.config import LengthNormalization
-from nmt.decoding import beam_search, greedy_search, length_normalize, max_output_lengths
+from nmt.data.batching import pad_sources
+from nmt.data.special import BOS_ID, EOS_ID
+from nmt.decoding.search import beam_search, greedy_search, length_normalize, max_output_lengths
 from nmt.models.base import Seq2Seq
-from nmt.tokenizer import BOS_ID, EOS_ID
 
 A, B_, C = 4, 5, 6  # the producible tokens of the fake vocabulary (ids 0-3 are PAD, UNK, BOS, EOS)
 VOCAB = 7
@@ -270,8 +270,7 @@ REAL_SENTENCES = [[5, 6, 7, 8, 9, 10, 11], [12, 13], [14, 15, 16, 17], [18]]
 
 
 def tiny_model(arch: str, vocab: int = 40):
-    from nmt.config import model_config
-    from nmt.models import build_model
+    from nmt.models import build_model, model_config
 
     torch.manual_seed(0)
     config = model_config(arch, "tiny", {"src_vocab_size": vocab, "tgt_vocab_size": vocab})

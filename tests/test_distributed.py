@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from nmt.config import model_config, train_config
+from nmt.models import model_config, train_config
 from nmt.training import train
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -11,6 +11,9 @@ import pytest
 import sacrebleu
 from conftest import run_nmt
 
+from nmt.cli.eval_inputs import read_test_file
+from nmt.errors import UserError
+
 WORDS = ["alba", "bero", "cima", "dano", "eske", "fora", "gilu", "hopa", "the", "a", "of", "and"]
 
 
@@ -139,3 +142,19 @@ def test_bad_inputs_exit_2_with_one_clear_line(files, tmp_path, case):
     assert result.exit_code == 2
     assert expected in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_read_test_file_handles_endings_and_reports_bad_files(tmp_path):
+    path = tmp_path / "crlf.txt"
+    path.write_bytes(b"one\r\n\r\nthree\xe2\x80\xa8still three\n")
+    assert read_test_file(path) == ["one", "", "three\u2028still three"]
+    (tmp_path / "no-newline.txt").write_text("a\nb", encoding="utf-8")
+    assert read_test_file(tmp_path / "no-newline.txt") == ["a", "b"]
+    (tmp_path / "bad.txt").write_bytes(b"fine\nbroken \xff here\n")
+    with pytest.raises(UserError, match=r"bad.txt line 2 is not valid UTF-8"):
+        read_test_file(tmp_path / "bad.txt")
+    (tmp_path / "empty.txt").write_bytes(b"")
+    with pytest.raises(UserError, match="empty"):
+        read_test_file(tmp_path / "empty.txt")
+    with pytest.raises(UserError, match="not found"):
+        read_test_file(tmp_path / "missing.txt")

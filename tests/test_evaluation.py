@@ -10,23 +10,13 @@ import pytest
 import sacrebleu
 from sacrebleu.metrics import BLEU, CHRF, TER
 
+import nmt.evaluation.evaluate as evaluation
 from nmt.config import EvalConfig
 from nmt.errors import UserError
-from nmt.evaluation import (
-    OVERALL,
-    assign_buckets,
-    bleu_from_stats,
-    bucket_labels,
-    check_bucket_edges,
-    chrf_from_stats,
-    evaluate_systems,
-    paired_p_value,
-    parse_bucket_edges,
-    percentile_interval,
-    read_lines,
-    resample_counts,
-    ter_from_stats,
-)
+from nmt.evaluation import OVERALL, evaluate_systems
+from nmt.evaluation.bootstrap import paired_p_value, percentile_interval, resample_counts
+from nmt.evaluation.buckets import assign_buckets, bucket_labels, check_bucket_edges, parse_bucket_edges
+from nmt.evaluation.metrics import bleu_from_stats, chrf_from_stats, ter_from_stats
 from nmt.plots import plot_attention, plot_bleu_by_length
 
 WORDS = [f"w{i}" for i in range(12)] + ["the", "a", "of", "to", "and", "in", "is", "was"]
@@ -219,16 +209,22 @@ def test_vectorised_bleu_edge_cases_match_sacrebleu():
 
 
 def test_every_interval_contains_its_point_estimate(report):
+    """The reported interval holds its estimate, stays within the metric's range and, for a system whose
+    resamples differ (not the perfect one, which scores 100 on every resample), has a width: an interval
+    function gone wrong cannot hide behind the widening to the estimate (it would leave [score, score])."""
     for system in report.systems:
         for scores in [*system.buckets, system.overall]:
             for interval in scores.scores.values():
                 assert interval.low <= interval.score <= interval.high
+                if system.name == "perfect":
+                    assert interval.low == pytest.approx(100) and interval.high == pytest.approx(100)
+                else:
+                    assert interval.low >= 0 and interval.high <= 100
+                    assert interval.high - interval.low > 0.1
 
 
 def test_raw_percentile_intervals_contain_the_estimates_on_real_sized_buckets(data, monkeypatch):
     """Widening an interval to its estimate guards tiny buckets; it is not what makes the test above pass."""
-    import nmt.evaluation as evaluation
-
     raw = []
 
     def recording(samples, confidence):
@@ -298,7 +294,17 @@ def test_resample_counts_draw_each_resample_of_full_size():
 # Paired significance (Koehn 2004)
 
 
-def test_a_system_against_itself_is_never_significant(data):
+def test_a_system_against_itself_is_never_significant(data, monkeypatch):
+    """Twins tie on the data and on every resample (the paired test draws the same resamples for both), so
+    whichever of them is taken as the observed winner, no resample agrees: p = 1 computed from the resamples,
+    not only from the tie on the data."""
+    tested = []
+
+    def recording(delta, sample_deltas):
+        tested.append((delta, sample_deltas))
+        return paired_p_value(delta, sample_deltas)
+
+    monkeypatch.setattr(evaluation, "paired_p_value", recording)
     sources, references, systems = data
     twins = {"one": systems["good"], "two": list(systems["good"])}
     report = evaluate_systems(sources, references, twins, EvalConfig(bootstrap_samples=200))
@@ -306,6 +312,11 @@ def test_a_system_against_itself_is_never_significant(data):
     for comparison in report.comparisons:
         assert comparison.delta == 0.0
         assert comparison.p_value == 1.0
+    assert len(tested) == len(report.comparisons)
+    for delta, sample_deltas in tested:
+        assert delta == 0.0 and len(sample_deltas) == 200
+        assert paired_p_value(1e-9, sample_deltas) == 1.0  # "two" observed better: no resample agrees
+        assert paired_p_value(-1e-9, sample_deltas) == 1.0  # "one" observed better: no resample agrees
 
 
 def test_a_clearly_better_system_is_significant(report):
@@ -343,22 +354,6 @@ def test_line_count_mismatch_names_the_counts(data):
     sources, references, systems = data
     with pytest.raises(UserError, match=r"line counts differ: .*299.*300"):
         evaluate_systems(sources[:-1], references, systems)
-
-
-def test_read_lines_handles_endings_and_reports_bad_files(tmp_path):
-    path = tmp_path / "crlf.txt"
-    path.write_bytes(b"one\r\n\r\nthree\xe2\x80\xa8still three\n")
-    assert read_lines(path) == ["one", "", "three\u2028still three"]
-    (tmp_path / "no-newline.txt").write_text("a\nb", encoding="utf-8")
-    assert read_lines(tmp_path / "no-newline.txt") == ["a", "b"]
-    (tmp_path / "bad.txt").write_bytes(b"fine\nbroken \xff here\n")
-    with pytest.raises(UserError, match=r"bad.txt line 2 is not valid UTF-8"):
-        read_lines(tmp_path / "bad.txt")
-    (tmp_path / "empty.txt").write_bytes(b"")
-    with pytest.raises(UserError, match="empty"):
-        read_lines(tmp_path / "empty.txt")
-    with pytest.raises(UserError, match="not found"):
-        read_lines(tmp_path / "missing.txt")
 
 
 # ------------------------------------------------------------------------------------------------------------

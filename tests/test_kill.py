@@ -48,7 +48,7 @@ LAUNCHER = textwrap.dedent(
             os.kill(os.getpid(), signal.SIGKILL)
 
     nmt.checkpoint.atomic_write = atomic_write
-    from cli.main import main
+    from nmt.cli.main import main
     sys.argv = ["nmt", *sys.argv[3:]]
     main()
     """

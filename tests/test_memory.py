@@ -12,10 +12,11 @@ import pytest
 import torch
 from test_training import make_trainer
 
-import nmt.translation
+import nmt.decoding.translation
 from nmt.config import DecodeConfig
+from nmt.decoding.translation import load_translator, translate_lines
 from nmt.memory import is_out_of_memory, run_in_pieces
-from nmt.translation import load_translator, translate_lines
+from nmt.training.validation import validate
 
 CPU = torch.device("cpu")
 
@@ -60,14 +61,14 @@ def test_run_in_pieces_passes_other_errors_through():
 def failing_search(monkeypatch, max_rows: int, max_source_len: int):
     """Make beam search run out of memory on batches of more than `max_rows` sentences or with a source
     longer than `max_source_len` subwords."""
-    search = nmt.translation.beam_search
+    search = nmt.decoding.translation.beam_search
 
     def patched(model, src, src_lengths, **options):
         if src.size(0) > max_rows or src.size(1) > max_source_len:
             raise out_of_memory()
         return search(model, src, src_lengths, **options)
 
-    monkeypatch.setattr(nmt.translation, "beam_search", patched)
+    monkeypatch.setattr(nmt.decoding.translation, "beam_search", patched)
 
 
 @pytest.mark.parametrize("arch", ["rnnsearch", "transformer"])
@@ -89,6 +90,12 @@ def test_translation_splits_batches_that_run_out_of_memory(arch, tiny_checkpoint
 
 # ------------------------------------------------------------------------------------------------------------
 # Training and validation
+
+
+def validate_dev(trainer):
+    return validate(
+        trainer.model, trainer.dev, trainer.data.tokenizers.target, trainer.device, trainer.autocast
+    )
 
 
 def failing_forward(trainer, max_rows: int, max_source_len: int = 10**9):
@@ -128,7 +135,7 @@ def test_a_training_pair_that_never_fits_is_left_out_and_training_goes_on(
     toy_data, tmp_path, caplog, one_thread
 ):
     trainer = make_trainer(toy_data, tmp_path, "rnn", max_epochs=1, batch_tokens=256)
-    longest = int(trainer.pairs.src_lengths.max())
+    longest = int(trainer.training.pairs.src_lengths.max())
     calls = failing_forward(trainer, max_rows=10**9, max_source_len=longest - 1)
     before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
     with caplog.at_level(logging.WARNING):
@@ -141,9 +148,9 @@ def test_a_training_pair_that_never_fits_is_left_out_and_training_goes_on(
 
 def test_validation_splits_dev_batches_that_run_out_of_memory(toy_data, tmp_path, one_thread):
     trainer = make_trainer(toy_data, tmp_path, "transformer", max_steps=1, dev_sentences=12)
-    expected = trainer.validate()
+    expected = validate_dev(trainer)
     failing_forward(trainer, max_rows=3)
-    assert len(trainer.dev_batches) == 1 and len(trainer.dev_batches[0]) == 12  # so that there is a split
-    got = trainer.validate()
+    assert len(trainer.dev.batches) == 1 and len(trainer.dev.batches[0]) == 12  # so that there is a split
+    got = validate_dev(trainer)
     assert got.bleu == pytest.approx(expected.bleu)
     assert got.dev_loss == pytest.approx(expected.dev_loss, rel=1e-5)

@@ -8,14 +8,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nmt.config import model_config
-from nmt.models import MODELS, build_model
+from nmt.data.special import BOS_ID, EOS_ID, PAD_ID
+from nmt.models import ARCHITECTURES, build_model, model_config
 from nmt.models.base import is_source_side, reorder_tree
 from nmt.models.rnnsearch import additive_attention
 from nmt.models.transformer import attend
-from nmt.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
-ARCHS = sorted(MODELS)
+ARCHS = sorted(ARCHITECTURES)
 SRC_VOCAB, TGT_VOCAB = 23, 29  # different sizes, so that a source/target mix-up fails loudly
 
 
@@ -188,7 +187,7 @@ def test_learns_to_reverse(arch):
 @pytest.mark.parametrize("arch", ARCHS)
 def test_checkpoint_round_trip(arch, tmp_path):
     from nmt.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-    from nmt.tokenizer import SentencePieceSettings, Tokenizer, TokenizerPair, train_sentencepiece
+    from nmt.data.tokenizer import SentencePieceSettings, Tokenizer, TokenizerPair, train_sentencepiece
 
     sentences = ["the cat sat on the mat", "a dog ran in the park", "the bird sang a song", "cats and dogs"]
     tokenizer = Tokenizer(train_sentencepiece(sentences * 5, SentencePieceSettings(vocab_size=40)))

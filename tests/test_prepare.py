@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from conftest import corpus_path, run_nmt, toy_pairs
 
+from nmt.data.prepared import PreparedData
 from nmt.errors import UserError
-from nmt.prepared import PreparedData
 
 TINY = ("--vocab-size", "48")  # the reversal task's words fit in a few dozen pieces
 
@@ -177,7 +177,7 @@ def test_jsonl_file(tmp_path, layout):
 
 
 def test_synthetic_corpus_in_both_directions(tmp_path):
-    from nmt import synthetic
+    from nmt.data import synthetic
 
     args = ("--dataset", "synthetic", "--synthetic-size", "300", "--dev-size", "20", "--test-size", "20")
     code, output = prepare(*args, "--out", tmp_path / "forward")
@@ -373,7 +373,7 @@ def test_hub_dataset_with_translation_feature(monkeypatch):
     """The hub path, offline: what `load_dataset` would return for a wmt14-style dataset."""
     import datasets
 
-    from nmt.corpus import read_dataset
+    from nmt.data.corpus import read_dataset
 
     def split(pairs):
         rows = _dataset_rows(pairs, "translation")
@@ -413,7 +413,7 @@ def test_hub_dataset_with_translation_feature(monkeypatch):
 def test_hub_errors_become_user_errors(monkeypatch, raised, message):
     import datasets
 
-    from nmt.corpus import read_dataset
+    from nmt.data.corpus import read_dataset
 
     if raised == "not_found":
         raised = datasets.exceptions.DatasetNotFoundError("Dataset 'someone/x' doesn't exist on the Hub")

@@ -7,7 +7,7 @@ from collections import defaultdict
 
 import pytest
 
-from nmt.synthetic import (
+from nmt.data.synthetic import (
     SOURCE_LANG,
     SOURCE_WORDS,
     TARGET_LANG,

@@ -13,10 +13,14 @@ import torch
 from conftest import make_prepared, run_nmt, toy_pairs
 
 from nmt.checkpoint import load_checkpoint
-from nmt.config import Schedule, TrainConfig, model_config, train_config
+from nmt.config import Schedule, TrainConfig
+from nmt.data.prepared import PreparedData
 from nmt.errors import UserError
-from nmt.prepared import PreparedData
-from nmt.schedules import (
+from nmt.models import model_config, train_config
+from nmt.training import train, trainer
+from nmt.training.limits import StopReason
+from nmt.training.run import fit_to_vocabulary
+from nmt.training.schedules import (
     LRState,
     Plateau,
     after_validation,
@@ -26,15 +30,9 @@ from nmt.schedules import (
     plateau_decay,
     should_stop_early,
 )
-from nmt.training import (
-    MAX_BAD_UPDATES,
-    StopReason,
-    Trainer,
-    Validation,
-    fit_to_vocabulary,
-    token_loss,
-    train,
-)
+from nmt.training.trainer import MAX_BAD_UPDATES, Trainer
+from nmt.training.update import clip_gradients, token_loss
+from nmt.training.validation import Validation
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -126,10 +124,10 @@ def test_label_smoothed_loss_matches_its_definition_and_ignores_padding():
 def test_accumulating_two_half_batches_equals_one_full_batch(toy_data, tmp_path):
     trainer = make_trainer(toy_data, tmp_path, label_smoothing=0.1)
     indices = np.arange(16)
-    total = int(trainer.pairs.tgt_lengths[indices].sum())
-    full = trainer.accumulate_gradients([indices], total)
+    total = int(trainer.training.pairs.tgt_lengths[indices].sum())
+    full = trainer.updater.accumulate([indices], total, trainer.load_batch)
     full_grads = gradients(trainer.model)
-    halves = trainer.accumulate_gradients([indices[:8], indices[8:]], total)
+    halves = trainer.updater.accumulate([indices[:8], indices[8:]], total, trainer.load_batch)
     torch.testing.assert_close(halves, full)
     for name, grad in gradients(trainer.model).items():
         torch.testing.assert_close(grad, full_grads[name], rtol=1e-4, atol=1e-6)
@@ -139,10 +137,10 @@ def test_accumulating_two_half_batches_equals_one_full_batch(toy_data, tmp_path)
 def test_clipping_sees_the_accumulated_gradient(toy_data, tmp_path):
     trainer = make_trainer(toy_data, tmp_path, clip_norm=0.01)
     indices = np.arange(16)
-    total = int(trainer.pairs.tgt_lengths[indices].sum())
-    trainer.accumulate_gradients([indices[:8], indices[8:]], total)
+    total = int(trainer.training.pairs.tgt_lengths[indices].sum())
+    trainer.updater.accumulate([indices[:8], indices[8:]], total, trainer.load_batch)
     true_norm = torch.linalg.vector_norm(torch.stack([g.norm() for g in gradients(trainer.model).values()]))
-    norm = trainer.clip_gradients()
+    norm = clip_gradients(trainer.model, trainer.config.clip_norm)
     torch.testing.assert_close(norm, true_norm)
     assert true_norm > 0.01  # so that clipping had something to do
     clipped = torch.linalg.vector_norm(torch.stack([g.norm() for g in gradients(trainer.model).values()]))
@@ -171,7 +169,7 @@ def test_a_nonfinite_loss_skips_the_update(toy_data, tmp_path, caplog):
     before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
     result = trainer.fit()
     assert result.steps == 4
-    state = trainer.optimizer.state[next(trainer.model.parameters())]
+    state = trainer.updater.optimizer.state[next(trainer.model.parameters())]
     assert int(state["step"]) == 2  # two real updates; the NaN ones never reached the optimizer
     assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
     assert any(not torch.equal(before[k], v) for k, v in trainer.model.state_dict().items())
@@ -191,7 +189,7 @@ def test_repeated_nonfinite_losses_stop_training_and_keep_the_last_checkpoint(to
 
 def scripted_bleu(monkeypatch, scores):
     scores = iter(scores)
-    monkeypatch.setattr(Trainer, "validate", lambda self: Validation(1.0, math.e, next(scores)))
+    monkeypatch.setattr(trainer, "validate", lambda *args: Validation(1.0, math.e, next(scores)))
 
 
 def test_early_stopping_on_dev_bleu_keeps_the_best_checkpoint(toy_data, tmp_path, monkeypatch):

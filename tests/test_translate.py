@@ -12,7 +12,7 @@ from conftest import make_checkpoint, run_nmt
 
 from nmt.checkpoint import load_checkpoint
 from nmt.config import DecodeConfig
-from nmt.translation import length_batches, load_translator, translate_lines
+from nmt.decoding.translation import load_translator, translate_lines
 
 UNUSUAL = [
     "",
@@ -50,7 +50,7 @@ def output_lines(text: str) -> list[str]:
 def test_one_translation_per_line_whatever_the_input(arch, tiny_checkpoint, caplog):
     model, checkpoint = load_translator(tiny_checkpoint(arch), torch.device("cpu"))
     config = DecodeConfig(beam_size=2, nbest=2, max_len_a=0.1, max_len_b=3)
-    with caplog.at_level(logging.WARNING, logger="nmt.translation"):
+    with caplog.at_level(logging.WARNING, logger="nmt.decoding.translation"):
         results = list(translate_lines(model, checkpoint.tokenizers, UNUSUAL, config, "cpu"))
     assert [r.index for r in results] == list(range(len(UNUSUAL)))
     assert [r.source for r in results] == UNUSUAL
@@ -100,16 +100,6 @@ def test_lines_are_read_lazily_so_streams_and_prompts_work(tiny_checkpoint):
     chunked = translate_lines(model, checkpoint.tokenizers, lines(), config, "cpu", chunk_size=2)
     read.clear()
     assert next(chunked).index == 0 and len(read) == 2
-
-
-def test_length_batches_respect_the_token_budget():
-    lengths = [3, 9, 1, 4, 4, 7, 2, 30]
-    batches = length_batches(lengths, batch_tokens=12)
-    assert sorted(i for batch in batches for i in batch) == list(range(len(lengths)))
-    for batch in batches:
-        width = max(lengths[i] for i in batch)
-        assert width * len(batch) <= 12 or len(batch) == 1
-        assert [lengths[i] for i in batch] == sorted((lengths[i] for i in batch), reverse=True)
 
 
 # ------------------------------------------------------------------------------------------------------------

@@ -81,7 +81,7 @@ def nmt_child(command: str, read_only: bool = False, file_size_limit: int | None
         "PYTHONDONTWRITEBYTECODE": "1",
     }
     return subprocess.run(
-        [sys.executable, "-m", "cli.main", *command.split()],
+        [sys.executable, "-m", "nmt.cli.main", *command.split()],
         cwd=REPO,
         env=env,
         preexec_fn=restrict,

@@ -1,26 +1,32 @@
-"""The model registry: architecture name -> class. Everything else builds models through `build_model`."""
+"""nmt.models: the contract every architecture implements (base.py), the three architectures, their configs
+and presets, and the registry that lists them.
+
+Imports: nmt.config, nmt.errors and nmt.data.special only; never training, decoding, evaluation or the CLI.
+Nothing outside this package asks which architecture it holds: it asks the model (`has_attention`,
+`max_positions()`, `compiles_well`) or the registry. Importing this package does not import torch (the
+registry loads a model's module when it is first built); the contract is in nmt.models.base.
+"""
 
 from __future__ import annotations
 
-from nmt.config import ModelConfig, model_config_class
-from nmt.models.base import Seq2Seq
-from nmt.models.rnn import RNNEncoderDecoder
-from nmt.models.rnnsearch import RNNSearch
-from nmt.models.transformer import Transformer
+from nmt.models.configs import ModelConfig
+from nmt.models.registry import (
+    ARCHITECTURES,
+    Architecture,
+    architecture,
+    build_model,
+    model_config,
+    preset_values,
+    train_config,
+)
 
-MODELS: dict[str, type[Seq2Seq]] = {
-    "rnn": RNNEncoderDecoder,
-    "rnnsearch": RNNSearch,
-    "transformer": Transformer,
-}
-
-
-def build_model(arch: str, config: ModelConfig) -> Seq2Seq:
-    """A freshly initialised model of architecture `arch`."""
-    expected = model_config_class(arch)
-    if not isinstance(config, expected):
-        raise TypeError(f"model '{arch}' needs a {expected.__name__}, got {type(config).__name__}")
-    return MODELS[arch](config)
-
-
-__all__ = ["MODELS", "Seq2Seq", "build_model"]
+__all__ = [
+    "ARCHITECTURES",
+    "Architecture",
+    "ModelConfig",
+    "architecture",
+    "build_model",
+    "model_config",
+    "preset_values",
+    "train_config",
+]

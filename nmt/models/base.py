@@ -36,7 +36,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from nmt.tokenizer import BOS_ID, EOS_ID, PAD_ID
+from nmt.data.special import BOS_ID, EOS_ID, PAD_ID
 
 
 def source_side() -> Any:
@@ -77,6 +77,8 @@ class Seq2Seq(nn.Module):
 
     #: Whether `state.attention` holds real encoder-decoder attention weights.
     has_attention: ClassVar[bool] = False
+    #: Whether torch.compile speeds up training (not for models that loop over time steps in Python).
+    compiles_well: ClassVar[bool] = False
 
     def __init__(self, config):
         super().__init__()
@@ -105,6 +107,10 @@ class Seq2Seq(nn.Module):
         (beams reordered within each sentence), so that `source_side()` fields need not move.
         """
         return reorder_tree(state, index, same_sources)
+
+    def max_positions(self) -> int | None:
+        """The most tokens the model takes on either side (the EOS included), or None for no limit."""
+        return None
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

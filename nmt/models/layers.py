@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from nmt.tokenizer import PAD_ID
+from nmt.data.special import PAD_ID
 
 
 def embeddings(

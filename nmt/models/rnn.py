@@ -14,8 +14,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from nmt.config import RNNConfig
 from nmt.models.base import Seq2Seq, source_side
+from nmt.models.configs import RNNConfig
 from nmt.models.layers import DeepOutput, embeddings, gru_cell, init_embedding_, init_gru_, init_linear_
 
 
@@ -80,8 +80,9 @@ class RNNEncoderDecoder(Seq2Seq):
             context_readout=self.output.from_context(c),
         )
 
-    def _decode(self, embedded: Tensor, hidden: Tensor, summary: Tensor) -> Tensor:
-        """Decoder states (B, T, H) for inputs E y (B, T, E) from state `hidden` (B, H), given c (B, H)."""
+    def decoder_states(self, embedded: Tensor, hidden: Tensor, summary: Tensor) -> Tensor:
+        """Decoder states (B, T, H) for the inputs E y (B, T, E) from the state `hidden` (B, H): the GRU
+        reads [E y_{i-1}; c] at every position, c (B, H) included (Cho et al. 2014, App. A.2)."""
         inputs = torch.cat([embedded, summary[:, None, :].expand(-1, embedded.size(1), -1).to(embedded)], -1)
         states, _ = self.decoder(inputs, hidden[None].to(inputs.dtype))  # (B, T, H)
         return states
@@ -89,7 +90,7 @@ class RNNEncoderDecoder(Seq2Seq):
     def forward(self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor) -> Tensor:
         state = self.start(self.encode(src, src_lengths))
         embedded = self.dropout(self.tgt_embed(tgt_in))  # (B, T, E)
-        states = self._decode(embedded, state.hidden, state.summary)  # (B, T, H)
+        states = self.decoder_states(embedded, state.hidden, state.summary)  # (B, T, H)
         return self.output.from_projected_context(states, embedded, state.context_readout[:, None, :])
 
     def step(self, prev: Tensor, state: RNNState) -> tuple[Tensor, RNNState]:

@@ -13,8 +13,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from nmt.config import RNNSearchConfig
 from nmt.models.base import Seq2Seq, source_pad_mask, source_side
+from nmt.models.configs import RNNSearchConfig
 from nmt.models.layers import DeepOutput, embeddings, gru_cell, init_embedding_, init_gru_, init_linear_
 
 

@@ -1,7 +1,7 @@
 """The Transformer (Vaswani et al. 2017): attention only, no recurrence.
 
 Multi-head attention runs through `torch.nn.functional.scaled_dot_product_attention` (fused kernels), except
-for one query at a time on the CPU (see `attend`).
+for the one query of a decoding step on the CPU (see `attend`).
 Decoding is incremental: `step` feeds only the newest token and keeps every layer's self-attention keys and
 values in the state (batch first, (B, heads, t, d_head)); the cross-attention keys and values of the
 encoder output are computed once, in `start`.
@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nmt.config import TransformerConfig
 from nmt.models.base import Seq2Seq, source_pad_mask, source_side
+from nmt.models.configs import TransformerConfig
 from nmt.models.layers import embeddings, init_embedding_, init_linear_
 
 
@@ -55,21 +56,24 @@ def merge_heads(x: Tensor) -> Tensor:
     return x.transpose(1, 2).flatten(2)
 
 
-#: Whether a single query on the CPU (a decoding step) goes through SDPA like the rest (see `attend`). Off:
-#: on the CPU, torch's fused kernel is slower for one query than two batched products (`make bench`).
-SDPA_FOR_ONE_QUERY_ON_CPU = False
-
-
 def attend(
-    q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, dropout: float, causal: bool = False
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    mask: Tensor | None,
+    dropout: float,
+    causal: bool = False,
+    one_query_sdpa: bool = False,
 ) -> Tensor:
     """softmax(Q K^T / sqrt(d_k)) V (Section 3.2.1) for (B, H, T, Dh) queries and (B, H, S, Dh) keys/values.
 
     `mask` (B, 1, 1, S) is True where attention may look; `causal` hides later positions. Runs through
-    `F.scaled_dot_product_attention` (fused kernels), except for the one query of a decoding step on the CPU.
+    `F.scaled_dot_product_attention` (fused kernels), except for the one query of a decoding step on the CPU:
+    there torch's fused kernel is slower than two batched products (`make bench`, the "one-query attention"
+    ablation). `one_query_sdpa` sends that query through SDPA as well.
     """
     one_query_on_cpu = q.size(-2) == 1 and q.device.type == "cpu" and not causal
-    if not one_query_on_cpu or SDPA_FOR_ONE_QUERY_ON_CPU:
+    if not one_query_on_cpu or one_query_sdpa:
         return F.scaled_dot_product_attention(q, k, v, mask, dropout, is_causal=causal)
     scores = (q @ k.transpose(-1, -2)).float() * q.size(-1) ** -0.5  # (B, H, 1, S)
     if mask is not None:
@@ -102,13 +106,15 @@ class SelfAttention(nn.Module):
         p = self.dropout if self.training else 0.0
         return self.out(merge_heads(attend(q, k, v, mask, p, causal)))
 
-    def step(self, x: Tensor, keys: Tensor, values: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def step(
+        self, x: Tensor, keys: Tensor, values: Tensor, one_query_sdpa: bool = False
+    ) -> tuple[Tensor, Tensor, Tensor]:
         """The newest position `x` (B, 1, D) attends to the cached positions and itself (so nothing later)."""
         q, k, v = self.project(x)  # (B, H, 1, Dh)
         keys = torch.cat([keys.to(k.dtype), k], dim=2)  # (B, H, t+1, Dh)
         values = torch.cat([values.to(v.dtype), v], dim=2)
         p = self.dropout if self.training else 0.0
-        out = attend(q, keys, values, None, p)  # (B, H, 1, Dh)
+        out = attend(q, keys, values, None, p, one_query_sdpa=one_query_sdpa)  # (B, H, 1, Dh)
         return self.out(merge_heads(out)), keys, values
 
 
@@ -127,11 +133,13 @@ class CrossAttention(nn.Module):
         k, v = self.kv(memory).chunk(2, dim=-1)
         return split_heads(k, self.heads), split_heads(v, self.heads)
 
-    def forward(self, x: Tensor, keys: Tensor, values: Tensor, mask: Tensor) -> Tensor:
+    def forward(
+        self, x: Tensor, keys: Tensor, values: Tensor, mask: Tensor, one_query_sdpa: bool = False
+    ) -> Tensor:
         q = split_heads(self.q(x), self.heads)  # (B, H, T, Dh)
         keys, values = keys.to(q.dtype), values.to(q.dtype)
         p = self.dropout if self.training else 0.0
-        return self.out(merge_heads(attend(q, keys, values, mask, p)))
+        return self.out(merge_heads(attend(q, keys, values, mask, p, one_query_sdpa=one_query_sdpa)))
 
     def forward_with_weights(
         self, x: Tensor, keys: Tensor, values: Tensor, mask: Tensor
@@ -220,16 +228,17 @@ class DecoderLayer(nn.Module):
         cross_values: Tensor,
         mask: Tensor,
         need_weights: bool,
+        one_query_sdpa: bool = False,
     ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
         """The newest position (B, 1, D); returns it, the grown self-attention cache and, if asked, the
-        cross-attention weights (B, H, 1, S)."""
-        out, keys, values = self.self_attn.step(self.res_self.before(x), keys, values)
+        cross-attention weights (B, H, 1, S). `one_query_sdpa`: see `attend`."""
+        out, keys, values = self.self_attn.step(self.res_self.before(x), keys, values, one_query_sdpa)
         x = self.res_self.after(x, out)
         query, weights = self.res_cross.before(x), None
         if need_weights:
             out, weights = self.cross_attn.forward_with_weights(query, cross_keys, cross_values, mask)
         else:
-            out = self.cross_attn(query, cross_keys, cross_values, mask)
+            out = self.cross_attn(query, cross_keys, cross_values, mask, one_query_sdpa)
         x = self.res_cross.after(x, out)
         return self.res_ffn.after(x, self.ffn(self.res_ffn.before(x))), keys, values, weights
 
@@ -238,6 +247,10 @@ class Transformer(Seq2Seq):
     """Encoder and decoder stacks of (masked) multi-head attention and feed-forward sub-layers."""
 
     has_attention = True
+    compiles_well = True
+    #: Whether the one-query attention of a decoding step on the CPU runs through SDPA like the rest (see
+    #: `attend`). Off, because two batched products are faster there; the benchmark's ablation turns it on.
+    one_query_sdpa: ClassVar[bool] = False
 
     def __init__(self, config: TransformerConfig):
         super().__init__(config)
@@ -269,6 +282,9 @@ class Transformer(Seq2Seq):
             # std D^-1/2: scaled by sqrt(D) the inputs have unit variance, and so do the tied logits.
             init_embedding_(embedding, std=D**-0.5)
 
+    def max_positions(self) -> int:
+        return self.config.max_positions
+
     def _embed(self, embedding: nn.Embedding, ids: Tensor, offset: int) -> Tensor:
         """(B, T, D) scaled embeddings plus the positions offset .. offset+T-1, with dropout (Section 5.4)."""
         end = offset + ids.size(1)
@@ -276,9 +292,11 @@ class Transformer(Seq2Seq):
             raise ValueError(f"a sequence of {end} positions exceeds max_positions={self.positions.size(0)}")
         return self.dropout(embedding(ids) * self.embed_scale + self.positions[offset:end])
 
-    def _logits(self, x: Tensor) -> Tensor:
-        x = self.decoder_norm(x)
-        return self.project(x) if self.project is not None else F.linear(x, self.tgt_embed.weight)
+    def logits(self, states: Tensor) -> Tensor:
+        """Output logits (B, T, V) of decoder states (B, T, D): the closing LayerNorm of a pre-norm stack,
+        then the pre-softmax projection, the target embedding matrix when tied (Section 3.4)."""
+        states = self.decoder_norm(states)
+        return self.project(states) if self.project is not None else F.linear(states, self.tgt_embed.weight)
 
     def encode(self, src: Tensor, src_lengths: Tensor) -> TransformerEncoded:
         pad_mask = source_pad_mask(src)  # (B, S) True at padding
@@ -300,13 +318,24 @@ class Transformer(Seq2Seq):
             pad_mask=encoded.pad_mask,
         )
 
+    def decoder_states(
+        self, tgt_in: Tensor, cross_keys: list[Tensor], cross_values: list[Tensor], pad_mask: Tensor
+    ) -> Tensor:
+        """The decoder stack over all positions of `tgt_in` (B, T) at once, each hiding its future (teacher
+        forcing): states (B, T, D) before `logits`. `cross_keys` and `cross_values` hold each layer's
+        (B, H, S, Dh) keys and values of the encoder output (`CrossAttention.keys_values`); `pad_mask` (B, S)
+        is True at source padding."""
+        mask = attend_mask(pad_mask)
+        x = self._embed(self.tgt_embed, tgt_in, 0)  # (B, T, D)
+        for index, layer in enumerate(self.decoder_layers):
+            x = layer(x, cross_keys[index], cross_values[index], mask)
+        return x
+
     def forward(self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor) -> Tensor:
         encoded = self.encode(src, src_lengths)
-        mask = attend_mask(encoded.pad_mask)
-        x = self._embed(self.tgt_embed, tgt_in, 0)  # (B, T, D)
-        for layer in self.decoder_layers:
-            x = layer(x, *layer.cross_attn.keys_values(encoded.memory), mask)
-        return self._logits(x)  # (B, T, V)
+        cross = [layer.cross_attn.keys_values(encoded.memory) for layer in self.decoder_layers]
+        states = self.decoder_states(tgt_in, [k for k, _ in cross], [v for _, v in cross], encoded.pad_mask)
+        return self.logits(states)  # (B, T, V)
 
     def step(self, prev: Tensor, state: TransformerState) -> tuple[Tensor, TransformerState]:
         position = state.self_keys[0].size(2)  # tokens fed before this one
@@ -322,10 +351,11 @@ class Transformer(Seq2Seq):
                 state.cross_values[index],
                 mask,
                 need_weights=index == self.alignment_layer,
+                one_query_sdpa=self.one_query_sdpa,
             )
             keys.append(k)
             values.append(v)
             if weights is not None:
                 attention = weights[:, :, 0].mean(dim=1)  # (B, S)
-        log_probs = self._logits(x)[:, 0].float().log_softmax(dim=-1)  # (B, V)
+        log_probs = self.logits(x)[:, 0].float().log_softmax(dim=-1)  # (B, V)
         return log_probs, replace(state, self_keys=keys, self_values=values, attention=attention)

@@ -1,15 +1,18 @@
 """Translating raw text with a checkpoint: normalise, encode, batch by length, beam search, detokenise.
 
-`translate_lines` is the one entry point that everything else uses (the `nmt translate` command, the
-evaluator): it streams any number of lines with bounded memory, in chunks of `chunk_size` lines, and yields
-exactly one `Translation` per input line, in input order.
+`translate_lines` is the one entry point that everything else uses (`translate_stream` for the
+`nmt translate` command, `translate_with_checkpoint` for `nmt eval`): it streams any number of lines with
+bounded memory, in chunks of `chunk_size` lines, and yields exactly one `Translation` per input line, in input
+order. Reading the input (nmt.files) and drawing attention (nmt.plots) are the caller's job: a caller asks for
+the attention of the first lines and receives each `Translation`.
 
-- Lines are normalised as `nmt prepare` normalises corpora (`nmt.corpus.normalize`: NFC, one space for any
-  run of whitespace), then encoded with the checkpoint's source SentencePiece model.
+- Lines are normalised as `nmt prepare` normalises corpora (`nmt.data.corpus.normalize`: NFC, one space for
+  any run of whitespace), then encoded with the checkpoint's source SentencePiece model.
 - An empty line (or one that encodes to nothing) gives an empty translation and never reaches the model.
 - A line longer than the model can take is cut to `source_limits(...)` subwords, with a logged warning.
-- Within a chunk, sentences are sorted by length and grouped so that each batch holds at most
-  `DecodeConfig.batch_tokens` padded source tokens times the beam size (the rows that beam search runs).
+- Within a chunk, sentences are sorted by length and grouped (`nmt.data.batching.length_batches`) so that
+  each batch holds at most `DecodeConfig.batch_tokens` padded source tokens times the beam size (the rows
+  that beam search runs).
 - A batch that runs out of GPU memory anyway is translated in halves (nmt/memory.py); a line that does not
   fit even alone is left empty, with a warning that names it, and the rest of the input is still translated.
 """
@@ -20,33 +23,30 @@ import io
 import itertools
 import logging
 import math
-import sys
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO
 
 import torch
 from torch import Tensor
 
-from nmt.batching import pad_sources
-from nmt.config import DecodeConfig, ModelConfig, TransformerConfig
-from nmt.corpus import normalize, one_line
-from nmt.decoding import Hypothesis, beam_search
+from nmt.checkpoint import Checkpoint, load_checkpoint
+from nmt.config import DecodeConfig
+from nmt.data.batching import length_batches, pad_sources
+from nmt.data.corpus import normalize, one_line
+from nmt.data.tokenizer import TokenizerPair
+from nmt.decoding.search import Hypothesis, beam_search, source_limits
+from nmt.devices import resolve_device
 from nmt.errors import UserError
+from nmt.files import atomic_write
 from nmt.memory import run_in_pieces
-from nmt.tokenizer import TokenizerPair
-
-if TYPE_CHECKING:
-    from nmt.checkpoint import Checkpoint
-    from nmt.models.base import Seq2Seq
+from nmt.models.base import Seq2Seq
 
 logger = logging.getLogger(__name__)
 
 CHUNK_LINES = 10_000  # lines read, sorted and translated together; bounds the memory of a long input
-RNN_MAX_SOURCE_TOKENS = 1024  # the RNNs have no position limit; this only keeps a runaway line affordable
-EOS_PIECE = "</s>"
 
 
 @dataclass
@@ -80,7 +80,6 @@ class TranslationReport:
     source_tokens: int
     target_tokens: int
     seconds: float
-    plots: int
 
     @property
     def sentences_per_second(self) -> float:
@@ -114,21 +113,8 @@ def check_decode_config(config: DecodeConfig) -> None:
         raise UserError(f"--length-penalty must be >= 0 (got {config.length_penalty})")
 
 
-def source_limits(config: ModelConfig) -> tuple[int, int | None]:
-    """(most source subwords a model takes, most output tokens it can produce or None for no limit).
-
-    The Transformer has `max_positions` learned/sinusoidal positions on each side, one of which the EOS takes;
-    the RNNs have no such limit.
-    """
-    if isinstance(config, TransformerConfig):
-        return config.max_positions - 1, config.max_positions - 1
-    return RNN_MAX_SOURCE_TOKENS, None
-
-
 def load_translator(path: Path, device: torch.device) -> tuple[Seq2Seq, Checkpoint]:
     """The model of a checkpoint, in eval mode on `device`, and the checkpoint (for its tokenizers)."""
-    from nmt.checkpoint import load_checkpoint
-
     checkpoint = load_checkpoint(path)
     try:
         model = checkpoint.build_model(device)
@@ -141,78 +127,7 @@ def load_translator(path: Path, device: torch.device) -> tuple[Seq2Seq, Checkpoi
 
 
 # ------------------------------------------------------------------------------------------------------------
-# Reading input
-
-
-def read_input_lines(path: Path | None, check_first: bool = True) -> Iterator[str]:
-    """The lines of a UTF-8 file (None: standard input), streamed, without line endings.
-
-    Lines end at "\\n" only (a "\\r" before it is dropped), so Unicode line separators inside a sentence do
-    not change the line count. Invalid UTF-8 is a `UserError` naming the line; a regular file is checked
-    whole first (`check_first`), so that nothing is translated from a file that will fail half-way.
-    """
-    name = "standard input" if path is None else str(path)
-    if path is not None:
-        if not path.exists():
-            raise UserError(f"input file not found: {path}")
-        if path.is_dir():
-            raise UserError(f"input {path} is a directory, not a text file")
-        if check_first and path.is_file():  # not for a pipe, which can be read only once
-            for _ in _decoded_lines(_open_binary(path), name):
-                pass
-    handle = sys.stdin.buffer if path is None else _open_binary(path)
-    return _decoded_lines(handle, name)
-
-
-def _open_binary(path: Path) -> IO[bytes]:
-    try:
-        return open(path, "rb")  # noqa: SIM115 - closed by _decoded_lines
-    except OSError as error:
-        raise UserError(f"cannot read input file {path}: {error.strerror or error}") from None
-
-
-def _decoded_lines(handle: IO[bytes], name: str) -> Iterator[str]:
-    try:
-        for number, raw in enumerate(handle, start=1):
-            if raw.endswith(b"\n"):
-                raw = raw[:-1]
-            if raw.endswith(b"\r"):
-                raw = raw[:-1]
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as error:
-                raise UserError(
-                    f"{name} is not valid UTF-8: line {number}, byte {error.start + 1} ({error.reason})"
-                ) from None
-            if number == 1 and line.startswith("\ufeff"):  # a byte-order mark is not part of the text
-                line = line[1:]
-            yield line
-    except OSError as error:
-        raise UserError(f"cannot read {name}: {error.strerror or error}") from None
-    finally:
-        if handle is not getattr(sys.stdin, "buffer", None):
-            handle.close()
-
-
-# ------------------------------------------------------------------------------------------------------------
 # Translating
-
-
-def length_batches(lengths: Sequence[int], batch_tokens: int) -> list[list[int]]:
-    """Indices grouped into batches of similar length, longest first, each with at most `batch_tokens` padded
-    tokens (a single longer sentence still gets a batch of its own)."""
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    batches, current, width = [], [], 0
-    for i in order:
-        new_width = max(width, lengths[i])
-        if current and new_width * (len(current) + 1) > batch_tokens:
-            batches.append(current)
-            current, new_width = [], lengths[i]
-        current.append(i)
-        width = new_width
-    if current:
-        batches.append(current)
-    return batches
 
 
 def translate_lines(
@@ -222,24 +137,27 @@ def translate_lines(
     config: DecodeConfig,
     device: torch.device | str,
     *,
-    attention: bool = False,
+    attention_lines: int = 0,
     chunk_size: int = CHUNK_LINES,
 ) -> Iterator[Translation]:
     """Translate `lines` (raw text), yielding one `Translation` per line in input order.
 
     Reads `chunk_size` lines at a time, so memory stays bounded however long the input is; `chunk_size=1`
-    answers each line as soon as it is read (interactive use). `attention=True` keeps the best hypothesis's
-    attention (models with `has_attention` only).
+    answers each line as soon as it is read (interactive use). The first `attention_lines` lines keep the
+    best hypothesis's attention (models with `has_attention` only); the others have `attention=None`.
     """
     check_decode_config(config)
-    if attention and not model.has_attention:
-        raise UserError("this model has no attention over the source to return (it is the rnn model)")
-    max_source, max_output = source_limits(model.config)
+    if attention_lines > 0 and not model.has_attention:
+        raise UserError(
+            "this model has no attention over the source to return (model.has_attention is False)"
+        )
+    max_source, max_output = source_limits(model)
     iterator = iter(lines)
     offset = 0
     while chunk := list(itertools.islice(iterator, chunk_size)):
+        keep = max(0, min(len(chunk), attention_lines - offset))  # lines of this chunk that keep attention
         yield from _translate_chunk(
-            model, tokenizers, chunk, offset, config, torch.device(device), attention, max_source, max_output
+            model, tokenizers, chunk, offset, config, torch.device(device), keep, max_source, max_output
         )
         offset += len(chunk)
 
@@ -251,11 +169,12 @@ def _translate_chunk(
     offset: int,
     config: DecodeConfig,
     device: torch.device,
-    attention: bool,
+    attention_lines: int,
     max_source: int,
     max_output: int | None,
 ) -> list[Translation]:
-    """Translate the lines of one chunk (`offset` is the index of its first line in the whole input)."""
+    """Translate the lines of one chunk (`offset` is the index of its first line in the whole input); its
+    first `attention_lines` lines keep their attention."""
     source_ids = tokenizers.source.encode_batch([normalize(line) for line in chunk])
     truncated = [False] * len(chunk)
     for i, ids in enumerate(source_ids):
@@ -285,7 +204,7 @@ def _translate_chunk(
             max_len_a=config.max_len_a,
             max_len_b=config.max_len_b,
             max_output_len=max_output,
-            return_attention=attention,
+            return_attention=attention_lines > 0,
         )
 
     def does_not_fit(row: int) -> list[Hypothesis]:
@@ -299,8 +218,8 @@ def _translate_chunk(
         )
         return []
 
-    for batch in length_batches([len(source_ids[i]) + 1 for i in nonempty], budget):
-        rows = [nonempty[j] for j in batch]
+    for batch in length_batches([len(source_ids[i]) + 1 for i in nonempty], budget):  # longest first
+        rows = [nonempty[j] for j in batch.tolist()]
         for i, result in zip(rows, run_in_pieces(search, rows, device, does_not_fit), strict=True):
             hypotheses[i] = result
 
@@ -317,7 +236,7 @@ def _translate_chunk(
                 hypotheses=texts,
                 source_pieces=tokenizers.source.id_to_piece(source_ids[i]),
                 target_pieces=tokenizers.target.id_to_piece(best.tokens) if best else [],
-                attention=best.attention if best else None,
+                attention=best.attention if best and i < attention_lines else None,
                 truncated=truncated[i],
             )
         )
@@ -345,19 +264,6 @@ def format_nbest(translation: Translation, nbest: int) -> str:
     return "".join(rows)
 
 
-def plot_translation_attention(translation: Translation, path: Path) -> None:
-    """A heatmap of the best hypothesis's attention: source subwords across, target subwords down."""
-    from nmt.plots import plot_attention
-
-    plot_attention(
-        translation.attention,
-        [*translation.source_pieces, EOS_PIECE],
-        [*translation.target_pieces, EOS_PIECE],
-        path,
-        title=f"line {translation.index + 1}",
-    )
-
-
 def translate_stream(
     model: Seq2Seq,
     tokenizers: TokenizerPair,
@@ -366,23 +272,20 @@ def translate_stream(
     config: DecodeConfig,
     device: torch.device | str,
     *,
-    plot_dir: Path | None = None,
-    max_plots: int = 50,
+    attention_lines: int = 0,
+    on_translation: Callable[[Translation], None] | None = None,
     chunk_size: int = CHUNK_LINES,
 ) -> TranslationReport:
     """Translate `lines` into `out`: one line per input line, or `nbest` lines in the `format_nbest` format
-    when `config.nbest > 1`. With `plot_dir`, the attention of the first `max_plots` lines that are not empty
-    is drawn to `plot_dir/0001.png`, ... (numbered by input line)."""
-    if plot_dir is not None and not model.has_attention:
-        raise UserError(
-            "--attention-plot needs a model with attention: the rnn model reads the source as one fixed "
-            "vector (use an rnnsearch or transformer checkpoint, or leave out --attention-plot)"
-        )
+    when `config.nbest > 1`.
+
+    `on_translation` receives each `Translation` once its text is written (the first `attention_lines`
+    lines with their attention, e.g. for `nmt.plots.plot_translation_attention`).
+    """
     started = time.perf_counter()
-    sentences = source_tokens = target_tokens = plots = 0
-    want_attention = plot_dir is not None and max_plots > 0
+    sentences = source_tokens = target_tokens = 0
     for translation in translate_lines(
-        model, tokenizers, lines, config, device, attention=want_attention, chunk_size=chunk_size
+        model, tokenizers, lines, config, device, attention_lines=attention_lines, chunk_size=chunk_size
     ):
         out.write(format_nbest(translation, config.nbest) if config.nbest > 1 else translation.text + "\n")
         if chunk_size == 1:
@@ -390,18 +293,14 @@ def translate_stream(
         sentences += 1
         source_tokens += len(translation.source_pieces)
         target_tokens += len(translation.target_pieces)
-        if want_attention and translation.index < max_plots and translation.attention is not None:
-            plot_dir.mkdir(parents=True, exist_ok=True)
-            plot_translation_attention(translation, plot_dir / f"{translation.index + 1:04d}.png")
-            plots += 1
-    return TranslationReport(sentences, source_tokens, target_tokens, time.perf_counter() - started, plots)
+        if on_translation is not None:
+            on_translation(translation)
+    return TranslationReport(sentences, source_tokens, target_tokens, time.perf_counter() - started)
 
 
 def translate_to_file(path: Path, translate) -> TranslationReport:
     """Call `translate(text_stream)` on a temporary file beside `path` and rename it to `path` at the end:
     a failure half-way leaves an existing `path` untouched and no partial output."""
-    from nmt.files import atomic_write
-
     report = None
 
     def write(handle):
@@ -417,17 +316,25 @@ def translate_to_file(path: Path, translate) -> TranslationReport:
     return report
 
 
+def translate_with_checkpoint(
+    checkpoint: Path, lines: list[str], decode: DecodeConfig, device: str = "auto"
+) -> list[str]:
+    """Translate `lines` with the model in `checkpoint`: one output line per input line (for `nmt eval`)."""
+    torch_device = resolve_device(device)
+    model, loaded = load_translator(checkpoint, torch_device)
+    logger.info("translating %d lines with %s on %s", len(lines), checkpoint, torch_device)
+    return [result.text for result in translate_lines(model, loaded.tokenizers, lines, decode, torch_device)]
+
+
 __all__ = [
     "ScoredText",
     "Translation",
     "TranslationReport",
     "check_decode_config",
     "format_nbest",
-    "length_batches",
     "load_translator",
-    "read_input_lines",
-    "source_limits",
     "translate_lines",
     "translate_stream",
     "translate_to_file",
+    "translate_with_checkpoint",
 ]

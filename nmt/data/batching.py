@@ -1,4 +1,6 @@
-"""Turning lists of token ids into padded tensors, and (for training) token-budget batches bucketed by length.
+"""Turning lists of token ids into padded tensors, and token-budget batches of similar length.
+
+`length_batches` is the one length batcher: training, validation and translation all cut with it.
 
 Training batches are made in three moves (as in fairseq and tensor2tensor), all a pure function of
 (seed, epoch) so that an interrupted run can find its place again:
@@ -19,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from nmt.tokenizer import BOS_ID, EOS_ID, PAD_ID
+from nmt.data.special import BOS_ID, EOS_ID, PAD_ID
 
 
 def pad_sources(sequences: Sequence[Sequence[int]]) -> tuple[Tensor, Tensor]:
@@ -146,15 +148,25 @@ def filter_lengths(
     )
 
 
-def _cut(order: np.ndarray, sizes: np.ndarray, batch_tokens: int) -> list[np.ndarray]:
-    """Cut `order` (already sorted by length) into runs whose count * max size stays within the budget."""
-    batches, start, longest = [], 0, 0
+def length_batches(
+    sizes: Sequence[int] | np.ndarray, batch_tokens: int, order: Sequence[int] | np.ndarray | None = None
+) -> list[np.ndarray]:
+    """Cut `order` into runs whose padded size, count * largest size, is at most `batch_tokens`.
+
+    The one length batcher, for training, validation and translation. `sizes[i]` is example i's padded
+    length; `order` lists the indices to batch, already sorted by size (either way) so that batches hold
+    sentences of similar length; by default every index, longest first (stable). A sentence larger than the
+    budget alone gets a batch of its own. Returns arrays of indices, in the order cut.
+    """
+    sizes = np.asarray(sizes, dtype=np.int64)  # (N,)
+    order = np.argsort(-sizes, kind="stable") if order is None else np.asarray(order, dtype=np.int64)
+    batches, start, largest = [], 0, 0
     for position, size in enumerate(sizes[order].tolist()):
-        longest_with = max(longest, size)
-        if (position - start + 1) * longest_with > batch_tokens:
+        largest_with = max(largest, size)
+        if position > start and (position - start + 1) * largest_with > batch_tokens:
             batches.append(order[start:position])
-            start, longest_with = position, size
-        longest = longest_with
+            start, largest_with = position, size
+        largest = largest_with
     if start < len(order):
         batches.append(order[start:])
     return batches
@@ -187,17 +199,20 @@ def token_batches(
         # Sort by the size that the budget counts, max(source, target), then by the total length; stable,
         # so ties keep their random order.
         part = part[np.lexsort((src_len[part] + tgt_len[part], sizes[part]))]
-        batches.extend(_cut(part, sizes, batch_tokens))
+        batches.extend(length_batches(sizes, batch_tokens, order=part))
     order = rng.permutation(len(batches))
     return [batches[i] for i in order]
 
 
 def sorted_batches(pairs: TokenizedPairs, indices: np.ndarray, batch_tokens: int) -> list[np.ndarray]:
-    """Deterministic batches for evaluation: sorted by length, no shuffling (callers restore the order)."""
+    """Deterministic batches for evaluation: sorted by length, no shuffling (callers restore the order).
+
+    Every index is in one batch, even one whose pair alone exceeds `batch_tokens` (a batch of its own).
+    """
     indices = np.asarray(indices, dtype=np.int64)
     sizes = np.maximum(pairs.src_lengths, pairs.tgt_lengths)
     order = indices[np.lexsort((pairs.src_lengths[indices] + pairs.tgt_lengths[indices], sizes[indices]))]
-    return _cut(order, sizes, max(batch_tokens, int(sizes[indices].max(initial=1))))
+    return length_batches(sizes, batch_tokens, order=order)
 
 
 @dataclass

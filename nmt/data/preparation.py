@@ -1,4 +1,4 @@
-"""`nmt prepare`: raw parallel text in, a prepared data directory (nmt/prepared.py) out.
+"""`nmt prepare`: raw parallel text in, a prepared data directory (nmt/data/prepared.py) out.
 
     read -> normalise -> drop empty and duplicate training pairs -> carve missing dev/test from train
          -> train SentencePiece -> encode -> drop too long / badly proportioned training pairs -> write
@@ -7,19 +7,15 @@ Dev and test are never filtered: the evaluator scores every line of the original
 (empty ones too) and `text/` stays line-aligned with what was read. The manifest records, per split, how many
 pairs were read and how many each step removed, so that `read == kept + sum(removed)`.
 
-Everything is built in memory and written to a temporary directory beside `out`, which is renamed into place
-only when complete: a failed run leaves nothing behind, and `force` replaces an old directory only at the end.
+Everything is built in memory and written by `write_prepared` into a temporary directory beside `out`, which
+is renamed into place only when complete: a failed run leaves nothing behind, and `force` replaces an old
+directory only at the end.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
 import math
-import os
-import shutil
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -27,9 +23,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import sentencepiece as spm
+from tqdm.auto import tqdm
+
 from nmt import __version__
 from nmt.config import SYNTHETIC_DATASET, PrepareConfig, to_dict
-from nmt.corpus import (
+from nmt.data.corpus import (
     FilterStep,
     ParallelText,
     carve,
@@ -43,17 +43,14 @@ from nmt.corpus import (
     read_parallel_files,
     synthetic_corpus,
 )
-from nmt.errors import UserError
-from nmt.files import cannot_write, check_writable, fixable_os_error
-from nmt.prepared import ENCODED_DIR, MANIFEST_FILE, SPLITS, TEXT_DIR
-from nmt.tokenizer import (
-    JOINT_MODEL_FILE,
-    SOURCE_MODEL_FILE,
-    TARGET_MODEL_FILE,
+from nmt.data.prepared import MANIFEST_FILE, SPLITS, EncodedSplit, write_prepared
+from nmt.data.tokenizer import (
     SentencePieceSettings,
     Tokenizer,
     train_sentencepiece,
 )
+from nmt.errors import UserError
+from nmt.files import check_writable
 
 logger = logging.getLogger(__name__)
 
@@ -150,7 +147,8 @@ def prepare_data(config: PrepareConfig, out: Path, force: bool = False) -> Prepa
         )
 
     manifest = _manifest(config, source_lang, target_lang, splits, encoded, tokenizers)
-    _write(out, force, manifest, splits, encoded, tokenizers)
+    verbatim = {name: (splits[name].raw.source, splits[name].raw.target) for name in ("dev", "test")}
+    write_prepared(out, force, manifest, verbatim, encoded, tokenizers)
     logger.info("prepared %s in %.1f s", out, time.perf_counter() - started)
     return PrepareResult(out, manifest)
 
@@ -232,8 +230,6 @@ def _normalized(text: ParallelText | None, name: str) -> _Split | None:
 
 
 def _normalize_all(lines: list[str], name: str) -> list[str]:
-    from tqdm.auto import tqdm
-
     out: list[str] = []
     with tqdm(total=len(lines), desc=f"normalising {name}", unit="sent", disable=None, leave=False) as bar:
         for start in range(0, len(lines), ENCODE_CHUNK):
@@ -315,41 +311,10 @@ def _train_sentencepiece(sentences: list[str], settings: SentencePieceSettings) 
 # Encoding
 
 
-@dataclass
-class _Encoded:
-    """Subword ids (Arrow list<int32> arrays, without BOS/EOS) and lengths of one split."""
-
-    source_ids: Any  # pyarrow.ChunkedArray
-    target_ids: Any
-    source_lens: list[int]
-    target_lens: list[int]
-    source_words: list[int]
-    target_words: list[int]
-
-    def __len__(self) -> int:
-        return len(self.source_lens)
-
-    def select(self, indices: list[int]) -> _Encoded:
-        import pyarrow as pa
-
-        take = pa.array(indices, type=pa.int64())
-        return _Encoded(
-            self.source_ids.take(take),
-            self.target_ids.take(take),
-            [self.source_lens[i] for i in indices],
-            [self.target_lens[i] for i in indices],
-            [self.source_words[i] for i in indices],
-            [self.target_words[i] for i in indices],
-        )
-
-
 def _encode(
     text: ParallelText, source: Tokenizer, target: Tokenizer, num_workers: int, name: str
-) -> _Encoded:
+) -> EncodedSplit:
     """Batch-encode both sides with SentencePiece's own threads, chunk by chunk straight into Arrow arrays."""
-    import pyarrow as pa
-    import sentencepiece as spm
-    from tqdm.auto import tqdm
 
     ids_type = pa.list_(pa.int32())
     processors = [spm.SentencePieceProcessor(model_proto=t.model_proto) for t in (source, target)]
@@ -368,7 +333,7 @@ def _encode(
     def words(lines: list[str]) -> list[int]:  # the cleaned text has single spaces between words
         return [line.count(" ") + 1 if line else 0 for line in lines]
 
-    return _Encoded(
+    return EncodedSplit(
         pa.chunked_array(chunks[0], type=ids_type),
         pa.chunked_array(chunks[1], type=ids_type),
         lens[0],
@@ -376,33 +341,6 @@ def _encode(
         words(text.source),
         words(text.target),
     )
-
-
-def encoded_features():
-    """The `datasets.Features` of an encoded split (see nmt/prepared.py)."""
-    from datasets import Features, List, Value
-
-    return Features(
-        {
-            "src_ids": List(Value("int32")),
-            "tgt_ids": List(Value("int32")),
-            "src_words": Value("int32"),
-            "tgt_words": Value("int32"),
-        }
-    )
-
-
-def _dataset(encoded: _Encoded):
-    import pyarrow as pa
-    from datasets import Dataset
-
-    columns = {
-        "src_ids": encoded.source_ids.combine_chunks(),
-        "tgt_ids": encoded.target_ids.combine_chunks(),
-        "src_words": pa.array(encoded.source_words, type=pa.int32()),
-        "tgt_words": pa.array(encoded.target_words, type=pa.int32()),
-    }
-    return Dataset.from_dict(columns, features=encoded_features())
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -458,78 +396,6 @@ def _manifest(config, source_lang, target_lang, splits, encoded, tokenizers) -> 
         "nmt_version": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-
-
-def _write(out: Path, force: bool, manifest, splits, encoded, tokenizers) -> None:
-    """Write everything into a temporary directory beside `out`, then rename it into place."""
-    from datasets import DatasetDict
-
-    created_parent = not out.parent.exists()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-"))
-    umask = os.umask(0)
-    os.umask(umask)
-    tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; the result should look like any new directory
-    try:
-        source_tok, target_tok = tokenizers
-        if manifest["joint_vocabulary"]:
-            (tmp / JOINT_MODEL_FILE).write_bytes(source_tok.model_proto)
-        else:
-            (tmp / SOURCE_MODEL_FILE).write_bytes(source_tok.model_proto)
-            (tmp / TARGET_MODEL_FILE).write_bytes(target_tok.model_proto)
-        with _quiet_datasets():  # saving is quick; its progress bars would only clutter the log
-            DatasetDict({name: _dataset(encoded[name]) for name in SPLITS}).save_to_disk(
-                str(tmp / ENCODED_DIR)
-            )
-        (tmp / TEXT_DIR).mkdir()
-        for name in ("dev", "test"):
-            raw = splits[name].raw
-            for lang, lines in ((manifest["source_lang"], raw.source), (manifest["target_lang"], raw.target)):
-                (tmp / TEXT_DIR / f"{name}.{lang}").write_bytes(
-                    "".join(line + "\n" for line in lines).encode()
-                )
-        (tmp / MANIFEST_FILE).write_text(
-            json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
-        )
-        _move_into_place(tmp, out, force)
-    except BaseException as error:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if created_parent and not any(out.parent.iterdir()):
-            out.parent.rmdir()
-        cause = fixable_os_error(error)
-        if cause is not None:
-            raise cannot_write(out, cause) from None
-        raise
-
-
-@contextlib.contextmanager
-def _quiet_datasets():
-    import datasets
-
-    was_disabled = datasets.are_progress_bars_disabled()
-    datasets.disable_progress_bars()
-    try:
-        yield
-    finally:
-        if not was_disabled:
-            datasets.enable_progress_bars()
-
-
-def _move_into_place(tmp: Path, out: Path, force: bool) -> None:
-    if not out.exists():
-        tmp.rename(out)
-        return
-    if not force:  # it appeared while we were working
-        raise UserError(f"{out} already exists; choose another --out or pass --force to replace it")
-    old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
-    old.rmdir()
-    out.rename(old)
-    try:
-        tmp.rename(out)
-    except BaseException:
-        old.rename(out)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def _steps_text(steps: list[FilterStep]) -> str:

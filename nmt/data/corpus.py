@@ -5,7 +5,7 @@ Three kinds of input give the same thing, a `ParallelText` per split:
 - line-aligned files `<prefix>.<lang>` or `<prefix>.<lang>.gz` (fairseq's convention);
 - a `datasets` dataset: a Hugging Face hub id, a directory written by `save_to_disk`, or a local
   JSON/JSONL/CSV/Parquet file, with either a `translation: {lang: text}` column or one column per language;
-- the embedded synthetic language pair (`nmt.synthetic`).
+- the embedded synthetic language pair (`nmt.data.synthetic`).
 
 Every split remembers where it came from (`origin`, a JSON-friendly dict for the manifest). The text is kept
 exactly as read; `normalize` gives the cleaned form that is encoded.
@@ -13,7 +13,6 @@ exactly as read; `normalize` gives the cleaned form that is encoded.
 
 from __future__ import annotations
 
-import gzip
 import logging
 import random
 import re
@@ -23,7 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nmt.data import synthetic
 from nmt.errors import UserError
+from nmt.files import read_lines
 
 logger = logging.getLogger(__name__)
 
@@ -95,41 +96,12 @@ def find_file(prefix: Path, lang: str) -> Path:
     raise UserError(f"file not found: {plain} (nor {gzipped.name}); check the prefix and the language code")
 
 
-def read_lines(path: Path) -> list[str]:
-    """The lines of a UTF-8 text file (gzip when the name ends in .gz), without their line endings.
-
-    Lines end at "\\n" only (a trailing "\\r" of Windows line endings is dropped): other Unicode line
-    separators inside a sentence must not break the line alignment of a parallel corpus.
-    """
-    try:
-        if path.suffix == ".gz":
-            with gzip.open(path, "rb") as file:
-                data = file.read()
-        else:
-            data = path.read_bytes()
-    except FileNotFoundError:
-        raise UserError(f"file not found: {path}") from None
-    except (OSError, EOFError) as error:  # a corrupt or truncated gzip file
-        raise UserError(f"cannot read {path}: {error}") from None
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        line = data.count(b"\n", 0, error.start) + 1
-        raise UserError(
-            f"{path} line {line} is not valid UTF-8 (byte 0x{data[error.start]:02x}); convert it to UTF-8"
-        ) from None
-    if text.startswith("\ufeff"):  # a byte-order mark is not part of the first sentence
-        text = text[1:]
-    lines = text.split("\n")
-    if lines[-1] == "":
-        lines.pop()  # the final line ending
-    if "\r" in text:
-        lines = [line[:-1] if line.endswith("\r") else line for line in lines]
-    return lines
-
-
 def read_parallel_files(prefix: Path, source_lang: str, target_lang: str) -> ParallelText:
-    """Read `<prefix>.<source_lang>[.gz]` and `<prefix>.<target_lang>[.gz]`, which must have as many lines."""
+    """Read `<prefix>.<source_lang>[.gz]` and `<prefix>.<target_lang>[.gz]`, which must have as many lines.
+
+    Lines are read by `nmt.files.read_lines`: only "\\n" ends a line, so that Unicode line separators inside
+    a sentence do not break the alignment.
+    """
     source_path, target_path = find_file(prefix, source_lang), find_file(prefix, target_lang)
     source, target = read_lines(source_path), read_lines(target_path)
     if len(source) != len(target):
@@ -185,14 +157,14 @@ def read_dataset(
 
 def _as_splits(loaded) -> dict:
     """A DatasetDict, or a single Dataset taken as the training split, as a plain dict of splits."""
-    from datasets import Dataset
+    import datasets  # deferred: takes seconds to import, and translating (normalize) never needs it
 
-    return {"train": loaded} if isinstance(loaded, Dataset) else dict(loaded)
+    return {"train": loaded} if isinstance(loaded, datasets.Dataset) else dict(loaded)
 
 
 def _load_directory(path: Path) -> tuple[dict, dict[str, Any]]:
     """A directory written by `save_to_disk`, or a folder of data files that `load_dataset` understands."""
-    import datasets
+    import datasets  # deferred: takes seconds to import, and translating (normalize) never needs it
 
     if (path / "dataset_dict.json").is_file() or (path / "state.json").is_file():
         try:
@@ -209,7 +181,7 @@ def _load_directory(path: Path) -> tuple[dict, dict[str, Any]]:
 
 def _load_data_file(path: Path) -> tuple[dict, dict[str, Any]]:
     """A local JSON/JSONL/CSV/Parquet file (optionally .gz): one training split."""
-    import datasets
+    import datasets  # deferred: takes seconds to import, and translating (normalize) never needs it
 
     suffixes = [s.lower() for s in path.suffixes]
     suffix = suffixes[-2] if suffixes and suffixes[-1] == ".gz" and len(suffixes) > 1 else path.suffix.lower()
@@ -229,7 +201,7 @@ def _load_data_file(path: Path) -> tuple[dict, dict[str, Any]]:
 
 def _load_hub(name: str, config: str | None, revision: str | None) -> tuple[dict, dict[str, Any]]:
     """A dataset from the Hugging Face hub (or its local cache when offline)."""
-    import datasets
+    import datasets  # deferred: takes seconds to import, and translating (normalize) never needs it
 
     try:
         loaded = datasets.load_dataset(name, config, revision=revision)
@@ -285,7 +257,7 @@ def dataset_languages(dataset) -> list[str]:
 
 def _columns(dataset, name: str, source_lang: str, target_lang: str) -> tuple[list[str], list[str]]:
     """The source and target text of one split, as Python strings (None becomes the empty string)."""
-    import pyarrow.compute as pc
+    import pyarrow.compute as pc  # deferred with `datasets`, whose columns it reads
 
     languages = dataset_languages(dataset)
     for lang in (source_lang, target_lang):
@@ -309,8 +281,6 @@ def _columns(dataset, name: str, source_lang: str, target_lang: str) -> tuple[li
 
 def synthetic_corpus(size: int, seed: int) -> tuple[ParallelText, str, str]:
     """`size` generated pairs of the embedded language pair, with its (source, target) language codes."""
-    from nmt import synthetic
-
     if size < 1:
         raise UserError(f"--synthetic-size must be positive (got {size})")
     pairs = synthetic.generate_pairs(size, seed)

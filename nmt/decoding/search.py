@@ -22,18 +22,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
 from nmt.config import LengthNormalization
-from nmt.tokenizer import BOS_ID, EOS_ID, PAD_ID
-
-if TYPE_CHECKING:
-    from nmt.models.base import Seq2Seq
+from nmt.data.special import BOS_ID, EOS_ID, PAD_ID
+from nmt.models.base import Seq2Seq
 
 NEG_INF = float("-inf")
+UNLIMITED_MAX_SOURCE_TOKENS = 1024  # for models without a position limit: keeps a runaway line affordable
 
 
 @dataclass
@@ -70,6 +68,18 @@ def max_output_lengths(src_lengths: Tensor, a: float, b: int, cap: int | None = 
     source_words = (src_lengths - 1).to(torch.float64)  # src_lengths counts the EOS
     limits = torch.floor(source_words * a + b).clamp(min=0).long()
     return limits.clamp(max=cap) if cap is not None else limits
+
+
+def source_limits(model: Seq2Seq) -> tuple[int, int | None]:
+    """(most source subwords a model takes, most output tokens it can produce or None for no limit).
+
+    A model with a position limit (the Transformer's position encodings) spends one position on each side on
+    the EOS; a model without one (the RNNs) is capped only to keep a runaway line affordable.
+    """
+    positions = model.max_positions()
+    if positions is not None:
+        return positions - 1, positions - 1
+    return UNLIMITED_MAX_SOURCE_TOKENS, None
 
 
 def _mask_specials(log_probs: Tensor, force_eos: Tensor) -> Tensor:

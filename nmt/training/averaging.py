@@ -17,14 +17,13 @@ import torch
 from nmt.checkpoint import Checkpoint, load_checkpoint
 from nmt.config import to_dict
 from nmt.errors import UserError
+from nmt.training.run_files import step_checkpoints
 
 logger = logging.getLogger(__name__)
 
 
 def last_checkpoints(run_dir: Path, count: int) -> list[Path]:
     """The `count` most recent periodic checkpoints of a training run directory, oldest first."""
-    from nmt.run_files import step_checkpoints
-
     if count < 1:
         raise UserError(f"--last must be at least 1 (got {count})")
     if not Path(run_dir).is_dir():

@@ -1,22 +1,18 @@
 """SentencePiece subword models: training, encoding, decoding.
 
-The special ids are defined here and nowhere else; SentencePiece is trained to use exactly these ids, so
-token ids mean the same in the data files, the models and the checkpoints.
+SentencePiece is trained to use exactly the special ids of nmt/data/special.py.
 """
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import sentencepiece as spm
 
-PAD_ID = 0
-UNK_ID = 1
-BOS_ID = 2
-EOS_ID = 3
-SPECIAL_IDS = {"pad": PAD_ID, "unk": UNK_ID, "bos": BOS_ID, "eos": EOS_ID}
+from nmt.data.special import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 
 
 @dataclass(frozen=True)
@@ -35,8 +31,6 @@ def train_sentencepiece(sentences: Iterable[str], settings: SentencePieceSetting
     `hard_vocab_limit=False` lets a tiny corpus (tests, the synthetic pair) ask for more pieces than it can
     support without failing: the vocabulary is then simply smaller.
     """
-    import io
-
     model = io.BytesIO()
     spm.set_random_generator_seed(settings.seed)  # input sampling is then reproducible
     spm.SentencePieceTrainer.train(

@@ -21,13 +21,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
 from nmt.checkpoint import Checkpoint
-from nmt.config import ModelConfig, TrainConfig, to_dict
+from nmt.config import TrainConfig, to_dict
+from nmt.data.prepared import MANIFEST_FILE, PreparedData
+from nmt.data.tokenizer import TokenizerPair
 from nmt.errors import UserError
 from nmt.files import atomic_write, check_writable, replacing
-from nmt.prepared import MANIFEST_FILE, PreparedData
-from nmt.tokenizer import TokenizerPair
+from nmt.models import ModelConfig
 
 logger = logging.getLogger(__name__)
 
@@ -92,8 +94,6 @@ def prepare_run_dir(run_dir: Path, resuming: bool, force: bool, main: bool = Tru
 
 
 def write_config(run_dir: Path, arch: str, data_dir: Path, model: ModelConfig, train: TrainConfig) -> None:
-    import yaml
-
     header = f"# nmt train --model {arch} --data {data_dir}\n"
     body = yaml.safe_dump({"model": to_dict(model), "train": to_dict(train)}, sort_keys=False)
     atomic_write(run_dir / CONFIG, lambda handle: handle.write((header + body).encode("utf-8")))
@@ -163,7 +163,7 @@ class RunLog:
     def __init__(self, run_dir: Path):
         self.path = run_dir / LOG
         self.writer = None
-        try:
+        try:  # an optional extra: imported only where it is installed
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:  # tensorboard is optional
             logger.debug("tensorboard is not installed; writing log.jsonl only")

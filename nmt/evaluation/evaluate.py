@@ -1,0 +1,148 @@
+"""`evaluate_systems`: every system's corpus scores overall and by source-length bucket, with bootstrap
+intervals and paired significance tests.
+
+Each point estimate is sacreBLEU's own corpus score (nmt/evaluation/metrics.py); the intervals and tests come
+from one set of resamples per slice, shared by all systems (nmt/evaluation/bootstrap.py). The inputs are lines
+already in memory: reading files and translating with checkpoints is the caller's job.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from nmt.config import EvalConfig
+from nmt.errors import UserError
+from nmt.evaluation.bootstrap import bootstrap_scores, paired_p_value, percentile_interval
+from nmt.evaluation.buckets import assign_buckets, bucket_labels, check_bucket_edges
+from nmt.evaluation.metrics import BLEU_NAME, Metric, make_metrics
+from nmt.evaluation.report import (
+    OVERALL,
+    BleuDetail,
+    Comparison,
+    EvalReport,
+    Interval,
+    SliceScores,
+    SystemResult,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def check_line_counts(named_counts: dict[str, int]) -> None:
+    """One clear error when the inputs (described by name, e.g. "reference ref.en") differ in length."""
+    if len(set(named_counts.values())) > 1:
+        listing = ", ".join(f"{name} has {count}" for name, count in named_counts.items())
+        raise UserError(
+            f"line counts differ: {listing} lines (every file needs one line per source sentence)"
+        )
+
+
+def evaluate_systems(
+    sources: list[str], references: list[str], systems: dict[str, list[str]], config: EvalConfig | None = None
+) -> EvalReport:
+    """Score each system (name -> hypotheses, one per source line) overall and by source-length bucket."""
+    config = config or EvalConfig()
+    edges = check_bucket_edges(config.bucket_edges)
+    if not systems:
+        raise UserError("no system to evaluate; give at least one hypothesis file or checkpoint")
+    check_line_counts(
+        {"the source": len(sources), "the reference": len(references)}
+        | {f"system '{name}'": len(lines) for name, lines in systems.items()}
+    )
+    if not references:
+        raise UserError("nothing to evaluate: the test set has 0 lines")
+    if config.bootstrap_samples < 0:
+        raise UserError(f"the number of bootstrap samples must be 0 or more, got {config.bootstrap_samples}")
+    if not 0 < config.confidence < 1:
+        raise UserError(f"the confidence level must be between 0 and 1, got {config.confidence}")
+    if config.baseline is not None and config.baseline not in systems:
+        raise UserError(f"baseline '{config.baseline}' is not one of the systems ({', '.join(systems)})")
+
+    buckets = assign_buckets([len(line.split()) for line in sources], edges)  # (N,)
+    slices = [(label, np.flatnonzero(buckets == i)) for i, label in enumerate(bucket_labels(edges))]
+    slices.append((OVERALL, np.arange(len(sources))))
+
+    metrics = make_metrics(references, config)
+    stats: dict[
+        str, dict[str, list]
+    ] = {}  # system -> metric -> per-sentence statistics, N lists of D numbers
+    for name, hypotheses in systems.items():
+        logger.info("scoring system '%s' (%s)", name, ", ".join(m.name for m in metrics))
+        stats[name] = {m.name: m.statistics(hypotheses) for m in metrics}
+    arrays = {  # the same as (N, D) float64 arrays, for resampling
+        name: {metric: np.asarray(rows, dtype=np.float64) for metric, rows in per_metric.items()}
+        for name, per_metric in stats.items()
+    }
+    _warn_if_tokenized(systems)
+
+    pairs = (
+        [(config.baseline, name) for name in systems if name != config.baseline]
+        if config.baseline is not None
+        else [(a, b) for i, a in enumerate(systems) for b in list(systems)[i + 1 :]]
+    )
+    # One independent stream per slice: the resamples of a bucket do not depend on other buckets or systems.
+    seeds = np.random.SeedSequence(config.seed).spawn(len(slices))
+    results: dict[str, list[SliceScores]] = {name: [] for name in systems}
+    comparisons = []
+    for (label, index), seed in zip(slices, seeds, strict=True):
+        for name in systems:
+            results[name].append(_score_slice(label, index, stats[name], metrics))
+        if not len(index) or not config.bootstrap_samples:
+            continue
+        rng = np.random.default_rng(seed)
+        samples = bootstrap_scores(arrays, metrics, index, config.bootstrap_samples, rng)
+        for name in systems:
+            for metric in metrics:
+                interval = results[name][-1].scores[metric.name]
+                low, high = percentile_interval(samples[name][metric.name], config.confidence)
+                # A tiny bucket's lopsided resampling distribution (or float rounding when every resample
+                # equals the data) can leave the estimate a hair outside; the interval always contains it.
+                interval.low, interval.high = min(low, interval.score), max(high, interval.score)
+        for baseline, system in pairs:
+            for metric in metrics:
+                delta = (
+                    results[system][-1].scores[metric.name].score
+                    - results[baseline][-1].scores[metric.name].score
+                )
+                sample_deltas = samples[system][metric.name] - samples[baseline][metric.name]  # (samples,)
+                p_value = paired_p_value(delta, sample_deltas)
+                comparisons.append(Comparison(baseline, system, label, metric.name, delta, p_value))
+
+    return EvalReport(
+        config=config,
+        sentences=len(sources),
+        bucket_labels=[label for label, _ in slices[:-1]],
+        bucket_sizes=[len(index) for _, index in slices[:-1]],
+        signatures={m.name: m.signature() for m in metrics},
+        systems=[SystemResult(name, rows[-1], rows[:-1]) for name, rows in results.items()],
+        comparisons=comparisons,
+    )
+
+
+def _score_slice(label: str, index: np.ndarray, stats: dict[str, list], metrics: list[Metric]) -> SliceScores:
+    """sacreBLEU's corpus scores of one system on the sentences `index` (no scores when there are none)."""
+    result = SliceScores(label, len(index))
+    if not len(index):
+        return result
+    for metric in metrics:
+        score = metric.corpus_score([stats[metric.name][i] for i in index])
+        result.scores[metric.name] = Interval(float(score.score))
+        if metric.name == BLEU_NAME:
+            precisions = [float(p) for p in score.precisions]
+            result.bleu_detail = BleuDetail(
+                precisions, float(score.bp), int(score.sys_len), int(score.ref_len)
+            )
+    return result
+
+
+def _warn_if_tokenized(systems: dict[str, list[str]]) -> None:
+    """sacreBLEU's hint for output that looks tokenized (100+ lines ending in " ."), once per system."""
+    for name, hypotheses in systems.items():
+        if sum(line.endswith(" .") for line in hypotheses) >= 100:
+            logger.warning(
+                "system '%s' has 100+ lines ending in ' .': if it is tokenized, detokenize it (and the "
+                "reference) for a BLEU comparable with published scores",
+                name,
+            )

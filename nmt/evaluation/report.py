@@ -1,0 +1,226 @@
+"""The evaluation report: each system's scores overall and per bucket, the paired tests, and its text table.
+
+`EvalReport` holds every number; `format_table` is what `nmt eval` prints, `to_json_dict` and `csv_rows` are
+what the writers (nmt/evaluation/writers.py) and the figures (nmt/plots.py) read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from nmt.config import EvalConfig
+from nmt.evaluation.buckets import bucket_bounds
+from nmt.evaluation.metrics import BLEU_NAME, CHRF_NAME, TER_NAME
+
+OVERALL = "all"  # the label of the slice that holds every sentence
+
+
+@dataclass
+class Interval:
+    """A corpus score with its bootstrap confidence interval (None when bootstrapping is off)."""
+
+    score: float
+    low: float | None = None
+    high: float | None = None
+
+    def format(self) -> str:
+        if self.low is None or self.high is None:
+            return f"{self.score:.1f}"
+        return f"{self.score:.1f} [{self.low:.1f}, {self.high:.1f}]"
+
+
+@dataclass
+class BleuDetail:
+    """The parts of a corpus BLEU score, as sacreBLEU reports them."""
+
+    precisions: list[float]  # modified n-gram precisions in percent, n = 1..4
+    brevity_penalty: float
+    hyp_len: int
+    ref_len: int
+
+
+@dataclass
+class SliceScores:
+    """One system's scores on one set of sentences: a length bucket or the whole test set."""
+
+    label: str
+    sentences: int
+    scores: dict[str, Interval] = field(default_factory=dict)  # metric name -> score; empty when no sentences
+    bleu_detail: BleuDetail | None = None
+
+    @property
+    def bleu(self) -> Interval | None:
+        return self.scores.get(BLEU_NAME)
+
+    @property
+    def chrf(self) -> Interval | None:
+        return self.scores.get(CHRF_NAME)
+
+    @property
+    def ter(self) -> Interval | None:
+        return self.scores.get(TER_NAME)
+
+
+@dataclass
+class SystemResult:
+    name: str
+    overall: SliceScores
+    buckets: list[SliceScores]
+
+
+@dataclass
+class Comparison:
+    """Paired bootstrap test (Koehn 2004) of `system` against `baseline` on one slice and metric.
+
+    `p_value` is the share of resamples in which the difference does not have the sign observed on the real
+    data (ties count against it): small means the observed winner wins almost every resample. A difference of
+    exactly 0 has p = 1.
+    """
+
+    baseline: str
+    system: str
+    slice: str
+    metric: str
+    delta: float  # system score - baseline score on the real data
+    p_value: float
+
+
+@dataclass
+class EvalReport:
+    config: EvalConfig
+    sentences: int
+    bucket_labels: list[str]
+    bucket_sizes: list[int]
+    signatures: dict[str, str]  # metric name -> sacreBLEU signature
+    systems: list[SystemResult]
+    comparisons: list[Comparison]
+
+    @property
+    def bucket_edges(self) -> tuple[int, ...]:
+        return tuple(self.config.bucket_edges)
+
+    def bucket_centre(self, index: int) -> float:
+        """Where bucket `index` sits on a length axis: its middle (the open last bucket: a typical width)."""
+        edges = self.bucket_edges
+        if index + 1 < len(edges):
+            return (edges[index] + edges[index + 1]) / 2
+        width = edges[-1] - edges[-2] if len(edges) > 1 else 10
+        return edges[-1] + width / 2
+
+    def system(self, name: str) -> SystemResult:
+        for result in self.systems:
+            if result.name == name:
+                return result
+        raise KeyError(name)
+
+    def to_json_dict(self) -> dict:
+        """Every number of the report, the configuration and the sacreBLEU signatures, as plain JSON types."""
+        config = asdict(self.config)
+        config["bucket_edges"] = list(self.config.bucket_edges)
+        return {
+            "sentences": self.sentences,
+            "config": config,
+            "signatures": dict(self.signatures),
+            "buckets": [
+                {"label": label, "min_words": low, "max_words": high, "sentences": size}
+                for label, (low, high), size in zip(
+                    self.bucket_labels, bucket_bounds(self.bucket_edges), self.bucket_sizes, strict=True
+                )
+            ],
+            "systems": [
+                {
+                    "name": system.name,
+                    "overall": _slice_dict(system.overall),
+                    "buckets": [_slice_dict(bucket) for bucket in system.buckets],
+                }
+                for system in self.systems
+            ],
+            "comparisons": [asdict(comparison) for comparison in self.comparisons],
+        }
+
+    def csv_rows(self) -> list[dict]:
+        """One row per system and bucket (and one per system for the whole test set)."""
+        metrics = list(self.signatures)
+        bounds = [*bucket_bounds(self.bucket_edges), (0, None)]
+        rows = []
+        for system in self.systems:
+            for scores, (low, high) in zip([*system.buckets, system.overall], bounds, strict=True):
+                row = {
+                    "system": system.name,
+                    "bucket": scores.label,
+                    "min_words": low,
+                    "max_words": "" if high is None else high,
+                    "sentences": scores.sentences,
+                }
+                for metric in metrics:
+                    interval = scores.scores.get(metric)
+                    row[metric] = "" if interval is None else interval.score
+                    row[f"{metric}_low"] = "" if interval is None or interval.low is None else interval.low
+                    row[f"{metric}_high"] = "" if interval is None or interval.high is None else interval.high
+                rows.append(row)
+        return rows
+
+    def format_table(self) -> str:
+        """A readable summary: signatures, overall scores, the bucket table and the paired tests."""
+        config = self.config
+        lines = [f"{name:<5} {signature}" for name, signature in self.signatures.items()]
+        if config.bootstrap_samples:
+            lines.append(
+                f"{self.sentences} sentences; [low, high]: {config.confidence:.0%} bootstrap interval from "
+                f"{config.bootstrap_samples} resamples (seed {config.seed})"
+            )
+        else:
+            lines.append(f"{self.sentences} sentences; bootstrapping off")
+        lines.append("")
+        metrics = list(self.signatures)
+        rows = [("system", *metrics)]
+        rows += [(s.name, *[s.overall.scores[m].format().strip() for m in metrics]) for s in self.systems]
+        lines.extend(_align(rows))
+        lines.append("")
+        lines.append(
+            f"BLEU by source length in words: score{' [low, high]' if config.bootstrap_samples else ''}"
+            " (sentences)"
+        )
+        rows = [("bucket", *[s.name for s in self.systems])]
+        for index, label in enumerate(self.bucket_labels):
+            rows.append((label, *[_bucket_cell(s.buckets[index]) for s in self.systems]))
+        rows.append((OVERALL, *[_bucket_cell(s.overall) for s in self.systems]))
+        lines.extend(_align(rows))
+        if self.comparisons:
+            lines.append("")
+            lines.append(
+                "Paired bootstrap (Koehn 2004): BLEU difference (p = share of resamples where it fails)"
+            )
+            pairs = list(dict.fromkeys((c.baseline, c.system) for c in self.comparisons))
+            table = {(c.baseline, c.system, c.slice): c for c in self.comparisons if c.metric == BLEU_NAME}
+            rows = [("bucket", *[f"{system} - {baseline}" for baseline, system in pairs])]
+            for label in [*self.bucket_labels, OVERALL]:
+                cells = []
+                for baseline, system in pairs:
+                    comparison = table.get((baseline, system, label))
+                    cells.append(
+                        "-" if comparison is None else f"{comparison.delta:+.1f} (p={comparison.p_value:.3f})"
+                    )
+                rows.append((label, *cells))
+            lines.extend(_align(rows))
+        return "\n".join(lines)
+
+
+def _bucket_cell(scores: SliceScores) -> str:
+    if scores.bleu is None:
+        return "- (0)"
+    return f"{scores.bleu.format().strip()} ({scores.sentences})"
+
+
+def _align(rows: list[tuple[str, ...]]) -> list[str]:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return ["  ".join(value.ljust(w) for value, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+
+
+def _slice_dict(scores: SliceScores) -> dict:
+    out: dict = {"label": scores.label, "sentences": scores.sentences}
+    for metric, interval in scores.scores.items():
+        out[metric] = asdict(interval)
+    if scores.bleu_detail is not None:
+        out["bleu_detail"] = asdict(scores.bleu_detail)
+    return out

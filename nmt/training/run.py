@@ -1,0 +1,148 @@
+"""The library's entry point for training: `train()`, and the configs of a new or resumed run.
+
+    configs = resolve_configs("transformer", "small", model_overrides, train_overrides)
+    result = train(data_dir, "transformer", *configs, run_dir)
+
+One *update* consumes `world_size * accumulate` consecutive batches of the epoch's batch order (a pure
+function of seed and epoch, nmt/data/batching.py); rank r takes every world_size-th of them. The loss is the
+sum of token losses divided by the update's total target tokens, which every rank knows without communication
+because the batch order is the same everywhere. So 2 processes x 1 batch, 1 process x 2 accumulated batches
+and 1 process x 1 batch of the same sentences all give the same gradient (nmt/training/update.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from nmt.checkpoint import Checkpoint, load_checkpoint
+from nmt.config import TrainConfig, from_dict, to_dict
+from nmt.data.prepared import PreparedData
+from nmt.data.tokenizer import TokenizerPair
+from nmt.devices import prepare_device, resolve_device
+from nmt.errors import UserError
+from nmt.models import ModelConfig, architecture, model_config, train_config
+from nmt.training import distributed
+from nmt.training.run_files import LAST, check_resumable, prepare_run_dir, vocab_checksum, write_config
+from nmt.training.trainer import Trainer, TrainResult
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    """A training checkpoint to continue from, read once for both the configs and the run."""
+
+    path: Path
+    checkpoint: Checkpoint
+
+
+def resume_point(path: Path) -> ResumePoint:
+    """Read the checkpoint at `path`; one without a training state (averaged, exported) cannot be resumed."""
+    checkpoint = load_checkpoint(path)
+    if checkpoint.train_state is None:
+        raise UserError(f"{path} has no training state (an averaged or exported model); it cannot be resumed")
+    return ResumePoint(Path(path), checkpoint)
+
+
+def fit_to_vocabulary(config: ModelConfig, tokenizers: TokenizerPair) -> ModelConfig:
+    """The config with the data's vocabulary sizes, and one shared embedding table for a joint vocabulary."""
+    values: dict[str, Any] = {
+        "src_vocab_size": tokenizers.source.vocab_size,
+        "tgt_vocab_size": tokenizers.target.vocab_size,
+    }
+    if tokenizers.joint:
+        values["share_embeddings"] = True
+    elif config.share_embeddings:
+        raise UserError("share_embeddings needs a joint vocabulary, but this data has separate ones")
+    return dataclasses.replace(config, **values)
+
+
+def check_train_config(config: TrainConfig) -> None:
+    if config.max_steps is None and config.max_epochs is None and config.max_minutes is None:
+        raise UserError("no stopping limit: give --max-steps, --max-epochs or --max-minutes")
+    for name in ("batch_tokens", "accumulate", "validate_every", "save_every"):
+        if getattr(config, name) < 1:
+            raise UserError(f"{name.replace('_', '-')} must be at least 1 (got {getattr(config, name)})")
+    for name in ("max_steps", "max_epochs", "max_minutes"):
+        value = getattr(config, name)
+        if value is not None and value <= 0:
+            raise UserError(f"--{name.replace('_', '-')} must be positive (got {value})")
+
+
+def resolve_configs(
+    arch: str,
+    preset: str,
+    model_overrides: dict[str, Any],
+    train_overrides: dict[str, Any],
+    resume: ResumePoint | None = None,
+) -> tuple[ModelConfig, TrainConfig]:
+    """A new run's configs: preset < overrides; a resumed run's: the checkpoint's configs < overrides."""
+    if resume is None:
+        return model_config(arch, preset, model_overrides), train_config(arch, preset, train_overrides)
+    checkpoint = resume.checkpoint
+    if checkpoint.arch != arch:
+        raise UserError(f"{resume.path} is a '{checkpoint.arch}' checkpoint; it cannot resume a '{arch}' run")
+    model = from_dict(architecture(arch).config, {**to_dict(checkpoint.model_config), **model_overrides})
+    train = from_dict(TrainConfig, {**checkpoint.train_state["train_config"], **train_overrides})
+    return model, train
+
+
+def train(
+    data_dir: Path,
+    arch: str,
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    run_dir: Path,
+    resume: ResumePoint | Path | None = None,
+    force: bool = False,
+) -> TrainResult:
+    """Train `arch` on the prepared data in `data_dir`, writing checkpoints and logs to `run_dir`.
+
+    `resume` continues from a checkpoint of this run (a `ResumePoint`, or the path of one); `force` starts
+    over in a run directory that already holds checkpoints (which are removed). The vocabulary sizes come from
+    the data.
+    """
+    run_dir = Path(run_dir)
+    data = PreparedData.open(data_dir)
+    check_train_config(train_config)
+    model_config = fit_to_vocabulary(model_config, data.tokenizers)
+    if isinstance(resume, (str, Path)):
+        resume = resume_point(resume)
+    checkpoint = resume.checkpoint if resume is not None else None
+    if resume is not None:
+        check_resumable(checkpoint, resume.path, arch, model_config, vocab_checksum(data.tokenizers))
+
+    context = distributed.from_environment()
+    device = resolve_device(train_config.device)
+    if device.type == "cuda" and context.enabled:
+        device = torch.device("cuda", context.local_rank)
+        torch.cuda.set_device(device)
+    prepare_device(device)
+    created_group = distributed.init_process_group(context, device)
+    fresh = context.is_main and not run_dir.exists()
+    try:
+        try:
+            # Every rank checks (so that all of them stop on a bad run directory); rank 0 writes.
+            prepare_run_dir(run_dir, resuming=checkpoint is not None, force=force, main=context.is_main)
+            if context.is_main:
+                write_config(run_dir, arch, Path(data_dir), model_config, train_config)
+            trainer = Trainer(data, arch, model_config, train_config, run_dir, device, context, checkpoint)
+        except UserError:
+            if fresh:  # a run that never started leaves no directory behind
+                shutil.rmtree(run_dir, ignore_errors=True)
+            raise
+        try:
+            return trainer.fit()
+        except KeyboardInterrupt:
+            raise UserError(
+                f"interrupted twice: stopped without saving; {run_dir / LAST} is as it was"
+            ) from None
+        finally:
+            trainer.close()
+    finally:
+        if created_group:
+            torch.distributed.destroy_process_group()

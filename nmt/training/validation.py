@@ -1,0 +1,108 @@
+"""Validation during training: dev loss, perplexity and BLEU of greedy translations, on a fixed dev prefix.
+
+The prefix is always the same (`TrainConfig.dev_sentences` first dev pairs), so that dev scores are
+comparable over the whole run.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import sacrebleu
+import torch
+
+from nmt.config import DecodeConfig, TrainConfig
+from nmt.data.batching import TokenizedPairs, collate, sorted_batches
+from nmt.data.prepared import PreparedData
+from nmt.data.tokenizer import Tokenizer
+from nmt.decoding.search import greedy_search, source_limits
+from nmt.errors import UserError
+from nmt.memory import run_in_pieces
+from nmt.models.base import Seq2Seq
+from nmt.training.update import token_loss
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Validation:
+    dev_loss: float  # cross-entropy per target token, without label smoothing
+    perplexity: float
+    bleu: float  # sacreBLEU corpus BLEU of greedy translations of the fixed dev prefix
+
+
+@dataclass
+class DevSet:
+    pairs: TokenizedPairs  # the whole dev split, encoded
+    references: list[str]  # the target text of the scored prefix
+    batches: list[np.ndarray]  # the prefix's example indices, in length-sorted batches
+
+
+def load_dev_set(data: PreparedData, config: TrainConfig) -> DevSet:
+    """The dev prefix that validation scores, batched as for decoding."""
+    pairs = TokenizedPairs.from_dataset(data.split("dev"))
+    references = data.text("dev", "target")
+    if len(references) != len(pairs):
+        raise UserError(
+            f"{data.path}: the dev split has {len(pairs)} pairs but {len(references)} reference lines"
+        )
+    count = len(pairs) if config.dev_sentences == 0 else min(len(pairs), config.dev_sentences)
+    if count == 0:
+        raise UserError(f"{data.path} has an empty dev split; validation needs dev sentences")
+    # Without gradients a batch needs far less memory than in training: batch as for decoding.
+    budget = max(config.batch_tokens, DecodeConfig().batch_tokens)
+    return DevSet(pairs, references[:count], sorted_batches(pairs, np.arange(count), budget))
+
+
+@torch.no_grad()
+def validate(
+    model: Seq2Seq, dev: DevSet, tokenizer: Tokenizer, device: torch.device, autocast: bool
+) -> Validation:
+    """Dev loss, perplexity and BLEU of greedy translations (decoded with `tokenizer`) of the dev prefix.
+
+    A batch that runs out of accelerator memory is split (`run_in_pieces`); a sentence that never fits is
+    scored as an empty translation, with a warning.
+    """
+    decode = DecodeConfig()
+    _, max_output_len = source_limits(model)
+    loss_sum = torch.zeros((), device=device)
+    tokens = 0
+    hypotheses = [""] * len(dev.references)
+
+    def score(indices: list[int]) -> list[str]:
+        """Greedy translations of dev pairs `indices`; their loss is added only if the batch fits."""
+        nonlocal loss_sum, tokens
+        batch = collate(dev.pairs, np.asarray(indices)).to(device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+            logits = model(batch.src, batch.src_lengths, batch.tgt_in)  # (B, T, V)
+            found = greedy_search(
+                model,
+                batch.src,
+                batch.src_lengths,
+                max_len_a=decode.max_len_a,
+                max_len_b=decode.max_len_b,
+                max_output_len=max_output_len,
+            )
+        loss_sum += token_loss(logits, batch.tgt_out, label_smoothing=0.0)
+        tokens += batch.num_tokens
+        return [tokenizer.decode(hypothesis.tokens) for hypothesis in found]
+
+    def does_not_fit(index: int) -> str:
+        logger.warning("dev sentence %d does not fit in memory even alone: scored as empty", index + 1)
+        return ""
+
+    model.eval()
+    try:
+        for indices in dev.batches:
+            indices = indices.tolist()
+            texts = run_in_pieces(score, indices, device, does_not_fit, what="dev batch")
+            for index, text in zip(indices, texts, strict=True):
+                hypotheses[index] = text
+    finally:
+        model.train()
+    dev_loss = float(loss_sum) / max(1, tokens)
+    bleu = sacrebleu.corpus_bleu(hypotheses, [dev.references]).score
+    return Validation(dev_loss=dev_loss, perplexity=math.exp(min(dev_loss, 100.0)), bleu=bleu)
