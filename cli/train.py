@@ -14,13 +14,14 @@ from nmt.models.registry import ARCHITECTURES
 
 #: --model's choices: the registry's architectures.
 Arch = enum.Enum("Arch", {name: name for name in ARCHITECTURES}, type=str)
+MODEL_HELP = "The architecture, the only thing that differs between runs: " + "; ".join(
+    f"{name}, {architecture.summary}" for name, architecture in ARCHITECTURES.items()
+)
 
 
 def train(
     data: Annotated[Path, typer.Option("--data", help="Prepared data directory (from 'nmt prepare').")],
-    model: Annotated[
-        Arch, typer.Option("--model", help="Architecture: the only thing that differs between runs.")
-    ],
+    model: Annotated[Arch, typer.Option("--model", help=MODEL_HELP)],
     out: Annotated[
         Path, typer.Option("--out", help="Run directory for best.pt, last.pt, log.jsonl, config.yaml.")
     ],

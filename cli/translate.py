@@ -101,7 +101,6 @@ def translate(
     from nmt.devices import resolve_device
     from nmt.errors import UserError
     from nmt.files import check_writable, iter_lines, stream_lines
-    from nmt.plots import plot_translation_attention
 
     given = {
         "beam_size": beam,
@@ -138,6 +137,8 @@ def translate(
     def draw(translation) -> None:
         """The attention of the first --max-plots lines that are not empty, as DIR/0001.png, ..."""
         if attention_plot is not None and translation.attention is not None:
+            from nmt.plots import plot_translation_attention  # deferred: matplotlib, only for plots
+
             attention_plot.mkdir(parents=True, exist_ok=True)
             plots.append(attention_plot / f"{translation.index + 1:04d}.png")
             plot_translation_attention(translation, plots[-1])

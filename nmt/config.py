@@ -346,8 +346,17 @@ def to_dict(config) -> dict[str, Any]:
 
 
 def from_dict(cls: type, values: Mapping[str, Any]):
-    """Rebuild a config saved with `to_dict` (each value checked and converted as in `build`)."""
-    return build(cls, values, cls.__name__)
+    """Rebuild a config saved with `to_dict` (each value checked and converted as in `build`).
+
+    Configs were saved unchecked before values were converted by type, so a YAML `bf16: 1` may sit in an
+    older checkpoint: a saved 0 or 1 is read as a boolean where the field is one, so that it still loads.
+    """
+    hints = typing.get_type_hints(cls)
+    saved = {
+        key: bool(value) if hints.get(key) is bool and type(value) is int and value in (0, 1) else value
+        for key, value in values.items()
+    }
+    return build(cls, saved, cls.__name__)
 
 
 __all__ = [

@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from nmt.decoding.translation import Translation
 from nmt.evaluation.report import EvalReport
 from nmt.files import atomic_write
+
+if TYPE_CHECKING:  # for the annotation only: importing decoding would load torch for `nmt eval --plot`
+    from nmt.decoding.translation import Translation
 
 EOS_PIECE = "</s>"  # the label of the end-of-sentence position in an attention plot
 

@@ -72,7 +72,7 @@ def toy_pairs(n: int, seed: int, min_words: int = 2, max_words: int = 12) -> lis
 
 
 def make_prepared(path: Path, train, dev, test, vocab_size: int = 64, joint: bool = True) -> Path:
-    """Write a prepared data directory (the layout of nmt/prepared.py) straight from lists of pairs.
+    """Write a prepared data directory (the layout of nmt/data/prepared.py) straight from lists of pairs.
 
     For tests of training, translation and evaluation that should not depend on `nmt prepare` itself.
     """

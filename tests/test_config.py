@@ -101,6 +101,15 @@ def test_every_field_round_trips_through_to_dict_and_from_dict(cls):
         assert to_dict(from_dict(cls, plain)) == plain
 
 
+def test_a_saved_config_with_a_boolean_written_as_0_or_1_still_loads():
+    """Older checkpoints saved YAML values unchecked: `bf16: 1` is read as true there, and only there."""
+    assert from_dict(TrainConfig, {"bf16": 1, "compile": 0}) == TrainConfig(bf16=True, compile=False)
+    with pytest.raises(UserError, match="must be true or false"):
+        from_dict(TrainConfig, {"bf16": 2})
+    with pytest.raises(UserError, match="must be true or false"):
+        build(TrainConfig, {"bf16": 1}, "training config")  # what a user writes is checked strictly
+
+
 @pytest.mark.parametrize("cls, name, hint", FIELDS, ids=FIELD_IDS)
 def test_every_field_type_converts_its_own_values_unchanged(cls, name, hint):
     default = getattr(cls(), name)

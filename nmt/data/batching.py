@@ -207,12 +207,12 @@ def token_batches(
 def sorted_batches(pairs: TokenizedPairs, indices: np.ndarray, batch_tokens: int) -> list[np.ndarray]:
     """Deterministic batches for evaluation: sorted by length, no shuffling (callers restore the order).
 
-    Every index is in one batch, even one whose pair alone exceeds `batch_tokens` (a batch of its own).
+    The budget is raised to the longest pair when one exceeds it, so that every index has a batch.
     """
     indices = np.asarray(indices, dtype=np.int64)
     sizes = np.maximum(pairs.src_lengths, pairs.tgt_lengths)
     order = indices[np.lexsort((pairs.src_lengths[indices] + pairs.tgt_lengths[indices], sizes[indices]))]
-    return length_batches(sizes, batch_tokens, order=order)
+    return length_batches(sizes, max(batch_tokens, int(sizes[indices].max(initial=1))), order=order)
 
 
 @dataclass

@@ -392,7 +392,7 @@ def _manifest(config, source_lang, target_lang, splits, encoded, tokenizers) -> 
             "target_size": target_tok.vocab_size,
         },
         "seed": config.seed,
-        "config": {key: str(value) if isinstance(value, Path) else value for key, value in settings.items()},
+        "config": settings,
         "nmt_version": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }

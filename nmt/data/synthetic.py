@@ -421,7 +421,7 @@ def describe() -> str:
     """A paragraph for the README: what the synthetic pair is and what it tests."""
     return " ".join(
         [
-            "The default corpus is a synthetic language pair generated offline by `nmt/synthetic.py`:",
+            "The default corpus is a synthetic language pair generated offline by `nmt/data/synthetic.py`:",
             f"Ulami ({SOURCE_LANG}) to Zerak ({TARGET_LANG}), two languages invented for this project,",
             f"with {len(SOURCE_WORDS)} and {len(TARGET_WORDS)} word forms.",
             "A small synchronous grammar derives both sentences together, so the translation is a",

@@ -6,5 +6,5 @@ search.py holds greedy and batched beam search, written once against the model c
 request). Drawing attention is not its job: nmt.plots draws what it returns.
 
 May import: nmt.models.base and nmt.models' registry (through nmt.checkpoint), nmt.data, nmt.config,
-nmt.errors, nmt.files, nmt.memory. Never nmt.training, nmt.evaluation, nmt.plots or the CLI.
+nmt.errors, nmt.files, nmt.memory, nmt.devices. Never nmt.training, nmt.evaluation, nmt.plots or the CLI.
 """

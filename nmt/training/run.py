@@ -3,11 +3,9 @@
     configs = resolve_configs("transformer", "small", model_overrides, train_overrides)
     result = train(data_dir, "transformer", *configs, run_dir)
 
-One *update* consumes `world_size * accumulate` consecutive batches of the epoch's batch order (a pure
-function of seed and epoch, nmt/data/batching.py); rank r takes every world_size-th of them. The loss is the
-sum of token losses divided by the update's total target tokens, which every rank knows without communication
-because the batch order is the same everywhere. So 2 processes x 1 batch, 1 process x 2 accumulated batches
-and 1 process x 1 batch of the same sentences all give the same gradient (nmt/training/update.py).
+`train` checks the data, the configs and the run directory, sets up the device and the processes of data
+parallelism, and leaves the run itself to the `Trainer` (nmt/training/trainer.py). A run that never started
+leaves no directory behind.
 """
 
 from __future__ import annotations

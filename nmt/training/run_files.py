@@ -116,9 +116,7 @@ def data_fingerprint(data: PreparedData, train_size: int) -> str:
 
 
 def check_resumable(checkpoint: Checkpoint, path: Path, arch: str, model: ModelConfig, vocab: str) -> None:
-    """Refuse a checkpoint of another architecture, model config or vocabulary."""
-    if checkpoint.train_state is None:
-        raise UserError(f"{path} has no training state (an averaged or exported model); it cannot be resumed")
+    """Refuse a training checkpoint of another architecture, model config or vocabulary."""
     if checkpoint.arch != arch:
         raise UserError(f"{path} is a '{checkpoint.arch}' checkpoint; it cannot resume a '{arch}' run")
     if checkpoint.train_state.get("vocab_checksum") != vocab:

@@ -65,8 +65,8 @@ class Progress:
 
 
 @dataclass
-class Identity:
-    """What a training state must match to be resumed faithfully: checked, and warned about, on resuming."""
+class RunFingerprint:
+    """What a resumed run is compared with: the vocabulary, the training data and the number of processes."""
 
     vocab_checksum: str
     data_fingerprint: str
@@ -78,7 +78,7 @@ def train_state(
     progress: Progress,
     rng_states: list[dict[str, Any]],
     config: TrainConfig,
-    identity: Identity,
+    fingerprint: RunFingerprint,
 ) -> dict[str, Any]:
     """The `train_state` of a checkpoint: everything but the model that the next update depends on."""
     return {
@@ -86,9 +86,9 @@ def train_state(
         "progress": progress.to_dict(),
         "rng": rng_states,
         "train_config": to_dict(config),
-        "vocab_checksum": identity.vocab_checksum,
-        "data_fingerprint": identity.data_fingerprint,
-        "world_size": identity.world_size,
+        "vocab_checksum": fingerprint.vocab_checksum,
+        "data_fingerprint": fingerprint.data_fingerprint,
+        "world_size": fingerprint.world_size,
     }
 
 
@@ -97,7 +97,7 @@ def restore(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     config: TrainConfig,
-    identity: Identity,
+    fingerprint: RunFingerprint,
     rank: int,
     device: torch.device,
     fused: bool,
@@ -116,13 +116,13 @@ def restore(
     ]
     if changed:
         logger.info("training settings changed on resuming: %s", "; ".join(changed))
-    if state.get("data_fingerprint") != identity.data_fingerprint:
+    if state.get("data_fingerprint") != fingerprint.data_fingerprint:
         logger.warning("the training data differ from those this checkpoint was trained on")
     states = state["rng"]
-    if len(states) != identity.world_size:
+    if len(states) != fingerprint.world_size:
         logger.warning(
             "resuming with %d processes, saved with %d: the run will differ from an uninterrupted one",
-            identity.world_size,
+            fingerprint.world_size,
             len(states),
         )
     set_rng_state(states[rank % len(states)], device)

@@ -1,6 +1,12 @@
 """The training loop: it runs updates over the epoch's batch order and, between them, reports, validates,
 saves checkpoints and checks the limits. What an update computes is nmt/training/update.py, what validation
 computes is nmt/training/validation.py, and what a checkpoint holds is nmt/training/state.py.
+
+One update consumes `world_size * accumulate` consecutive batches of the epoch's batch order (a pure function
+of seed and epoch, nmt/data/batching.py); rank r takes every world_size-th of them. Every rank knows the
+update's total target tokens without communication, because the batch order is the same everywhere, so
+2 processes x 1 batch, 1 process x 2 accumulated batches and 1 process x 1 batch of the same sentences all
+give the same gradient.
 """
 
 from __future__ import annotations
@@ -54,7 +60,7 @@ from nmt.training.schedules import (
     observe,
     should_stop_early,
 )
-from nmt.training.state import Identity, Progress, restore, train_state
+from nmt.training.state import Progress, RunFingerprint, restore, train_state
 from nmt.training.update import Updater, accumulate_within_memory, adamw
 from nmt.training.validation import Validation, load_dev_set, validate
 
@@ -148,7 +154,7 @@ class Trainer:
         self.fused = device.type == "cuda"  # fused AdamW
         self.training = _load_training_pairs(data, config)
         self.dev = load_dev_set(data, config)
-        self.identity = Identity(
+        self.fingerprint = RunFingerprint(
             vocab_checksum=vocab_checksum(data.tokenizers),
             data_fingerprint=data_fingerprint(data, len(self.training.pairs)),
             world_size=context.world_size,
@@ -160,7 +166,7 @@ class Trainer:
         self.progress = Progress(lr=LRState(plateau_lr=config.lr))
         if checkpoint is not None:
             self.progress = restore(
-                checkpoint, self.model, optimizer, config, self.identity, context.rank, device, self.fused
+                checkpoint, self.model, optimizer, config, self.fingerprint, context.rank, device, self.fused
             )
         elif context.rank > 0:
             torch.manual_seed(config.seed + context.rank)  # other dropout masks on every rank
@@ -193,7 +199,8 @@ class Trainer:
         self._bad_run = torch.zeros((), dtype=torch.long, device=device)  # non-finite updates in a row
         self._skipped = torch.zeros((), dtype=torch.long, device=device)
         self._skipped_reported = 0
-        self._meter = self._bar_meter = self._new_meter()
+        self._meter = self._new_meter()  # since the last validation: the training loss and speed it logs
+        self._bar_meter = self._new_meter()  # since the last progress report
 
     def _forward_model(self) -> torch.nn.Module:
         """What runs the forward pass: the model, wrapped for data parallelism and compiled as asked."""
@@ -234,7 +241,6 @@ class Trainer:
             disable=not self.context.is_main,
             mininterval=1.0,
         )
-        self._meter, self._bar_meter = self._new_meter(), self._new_meter()
         with bar, self.stop_signal.catching():
             while reason is None:
                 batches = self._batches(progress.epoch)
@@ -281,7 +287,6 @@ class Trainer:
         pairs = self.training.pairs
         total = sum(target_tokens(pairs, batch) for batch in window)
         mine = window[self.context.rank :: self.context.world_size]
-        no_sync = self.updater.forward_model.no_sync if self.context.enabled else None
         loss = accumulate_within_memory(
             self.updater,
             mine,
@@ -289,7 +294,6 @@ class Trainer:
             load=self.load_batch,
             tokens_of=lambda piece: target_tokens(pairs, piece),
             step=self.progress.step + 1,
-            no_sync=no_sync,
         )
         if loss is None:  # not one sentence of this update fit in memory
             return
@@ -456,7 +460,7 @@ class Trainer:
             model_state=self.model.state_dict(),
             tokenizers=self.data.tokenizers,
             languages={"source": self.data.source_lang, "target": self.data.target_lang},
-            train_state=train_state(self.updater.optimizer, progress, states, self.config, self.identity),
+            train_state=train_state(self.updater.optimizer, progress, states, self.config, self.fingerprint),
             meta={"step": progress.step, "best_bleu": progress.best_bleu, "data_dir": str(self.data.path)},
         )
         first = self.run_dir / names[0]

@@ -103,7 +103,7 @@ class Updater(Generic[Piece]):
     autocast: bool = False  # bf16 autocast for the forward pass (CUDA); the weights stay float32
     fused: bool = False  # fused AdamW: skip non-finite updates on the device
     forward_model: nn.Module | None = None  # what runs forward (a DDP or compiled wrapper); None: `model`
-    world_size: int = 1  # data-parallel processes, whose gradients DDP averages
+    world_size: int = 1  # data-parallel processes, whose gradients DDP averages (forward_model is the DDP)
     catch_out_of_memory: bool = True  # False under data parallelism, where ranks would fall out of step
     logits_of: Callable[[nn.Module, Batch], Tensor] = teacher_forced_logits
 
@@ -112,10 +112,9 @@ class Updater(Generic[Piece]):
         pieces: Sequence[Piece],
         total_tokens: int,
         load: Callable[[Piece], Batch],
-        no_sync: Callable[[], AbstractContextManager] | None = None,
     ) -> Tensor:
         """Backpropagate sum(token losses) / total_tokens over the batches `load(piece)`; return the summed
-        loss (detached). `no_sync` (DDP's) skips the gradient all-reduce for every piece but the last.
+        loss (detached).
 
         DDP averages gradients over ranks, hence the factor world_size: the result is the gradient of the
         update's summed loss over its global token count. Raises `PieceOutOfMemory` (outside the handler, so
@@ -129,7 +128,7 @@ class Updater(Generic[Piece]):
         for i, piece in enumerate(pieces):
             last = i == len(pieces) - 1
             try:
-                with nullcontext() if last or no_sync is None else no_sync():
+                with self._gradient_sync(last):
                     loss_sum += self.backward(load(piece), scale)
             except Exception as error:  # noqa: BLE001 - anything but running out of memory is re-raised
                 if not self.catch_out_of_memory or not is_out_of_memory(error):
@@ -139,6 +138,13 @@ class Updater(Generic[Piece]):
         if failed is not None:
             raise PieceOutOfMemory(failed)
         return loss_sum
+
+    def _gradient_sync(self, last: bool) -> AbstractContextManager:
+        """Under data parallelism, DDP all-reduces the gradients at every backward pass; within an update only
+        the last piece needs to (`no_sync` for the others)."""
+        if last or self.world_size == 1:
+            return nullcontext()
+        return self.forward_model.no_sync()
 
     def backward(self, batch: Batch, scale: float) -> Tensor:
         """Backpropagate `batch`'s summed token loss times `scale`; return the loss (detached)."""
@@ -164,7 +170,6 @@ def accumulate_within_memory(
     load: Callable[[np.ndarray], Batch],
     tokens_of: Callable[[np.ndarray], int],
     step: int,
-    no_sync: Callable[[], AbstractContextManager] | None = None,
 ) -> Tensor | None:
     """`updater.accumulate` over batches of example indices, redone with a batch cut in two whenever one runs
     out of device memory.
@@ -176,7 +181,7 @@ def accumulate_within_memory(
     pieces = list(pieces)
     while True:
         try:
-            return updater.accumulate(pieces, total_tokens, load, no_sync)
+            return updater.accumulate(pieces, total_tokens, load)
         except PieceOutOfMemory as failure:
             where = failure.index
         piece = pieces[where]
