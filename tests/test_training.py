@@ -30,6 +30,7 @@ from nmt.training.schedules import (
     plateau_decay,
     should_stop_early,
 )
+from nmt.training.setup import set_up
 from nmt.training.trainer import MAX_BAD_UPDATES, Trainer
 from nmt.training.update import clip_gradients, token_loss
 from nmt.training.validation import Validation
@@ -54,7 +55,7 @@ def make_trainer(data, run_dir, arch="transformer", model=None, **training) -> T
     model_cfg, train_cfg = configs(arch, model, **training)
     run_dir.mkdir(parents=True, exist_ok=True)
     model_cfg = fit_to_vocabulary(model_cfg, prepared.tokenizers)
-    return Trainer(prepared, arch, model_cfg, train_cfg, run_dir, torch.device("cpu"))
+    return Trainer(set_up(prepared, arch, model_cfg, train_cfg, torch.device("cpu")), run_dir)
 
 
 def gradients(model) -> dict[str, torch.Tensor]:

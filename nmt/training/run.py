@@ -27,6 +27,7 @@ from nmt.errors import UserError
 from nmt.models import ModelConfig, architecture, model_config, train_config
 from nmt.training import distributed
 from nmt.training.run_files import LAST, check_resumable, prepare_run_dir, vocab_checksum, write_config
+from nmt.training.setup import set_up
 from nmt.training.trainer import Trainer, TrainResult
 
 
@@ -128,7 +129,8 @@ def train(
             prepare_run_dir(run_dir, resuming=checkpoint is not None, force=force, main=context.is_main)
             if context.is_main:
                 write_config(run_dir, arch, Path(data_dir), model_config, train_config)
-            trainer = Trainer(data, arch, model_config, train_config, run_dir, device, context, checkpoint)
+            setup = set_up(data, arch, model_config, train_config, device, context, checkpoint)
+            trainer = Trainer(setup, run_dir)
         except UserError:
             if fresh:  # a run that never started leaves no directory behind
                 shutil.rmtree(run_dir, ignore_errors=True)

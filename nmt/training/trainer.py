@@ -22,23 +22,17 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import Tensor
-from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from nmt.checkpoint import Checkpoint, save_checkpoint
-from nmt.config import TrainConfig
 from nmt.data.batching import (
     Batch,
-    TokenizedPairs,
     collate,
-    filter_lengths,
     padding_stats,
     target_tokens,
     token_batches,
 )
-from nmt.data.prepared import PreparedData
 from nmt.errors import UserError
-from nmt.models import ModelConfig, build_model
 from nmt.training import distributed
 from nmt.training.limits import StopReason, StopSignal, epochs_done, minutes_reached, steps_reached
 from nmt.training.run_files import (
@@ -46,11 +40,9 @@ from nmt.training.run_files import (
     LAST,
     RunLog,
     copy_atomically,
-    data_fingerprint,
     prune_step_checkpoints,
     rng_state,
     step_checkpoint,
-    vocab_checksum,
 )
 from nmt.training.schedules import (
     LRState,
@@ -60,9 +52,10 @@ from nmt.training.schedules import (
     observe,
     should_stop_early,
 )
-from nmt.training.state import Progress, RunFingerprint, restore, train_state
-from nmt.training.update import Updater, accumulate_within_memory, adamw
-from nmt.training.validation import Validation, load_dev_set, validate
+from nmt.training.setup import Setup
+from nmt.training.state import train_state
+from nmt.training.update import accumulate_within_memory
+from nmt.training.validation import Validation, validate
 
 logger = logging.getLogger(__name__)
 
@@ -107,115 +100,28 @@ class _Meter:
         return float(self.loss) / max(1, self.tokens), self.global_tokens / seconds
 
 
-@dataclass
-class _TrainingPairs:
-    pairs: TokenizedPairs  # the whole training split, encoded
-    kept: np.ndarray  # the indices of the pairs that pass the length filters
-
-
-def _load_training_pairs(data: PreparedData, config: TrainConfig) -> _TrainingPairs:
-    start = time.perf_counter()
-    pairs = TokenizedPairs.from_dataset(data.split("train"))
-    kept = filter_lengths(pairs, config.max_source_len, config.max_target_len, config.batch_tokens)
-    logger.info(
-        "training pairs: %d of %d (read in %.1fs); dropped %d over the word limits, %d longer than "
-        "--batch-tokens %d",
-        len(kept.kept),
-        len(pairs),
-        time.perf_counter() - start,
-        kept.too_many_words,
-        kept.over_budget,
-        config.batch_tokens,
-    )
-    if len(kept.kept) == 0:
-        raise UserError(
-            "no training pairs left after the length filters (raise --batch-tokens or the limits)"
-        )
-    return _TrainingPairs(pairs, kept.kept)
-
-
 class Trainer:
     """One training run's loop: updates, and between them reports, validation, checkpoints and limits."""
 
-    def __init__(
-        self,
-        data: PreparedData,
-        arch: str,
-        model_config: ModelConfig,
-        config: TrainConfig,
-        run_dir: Path,
-        device: torch.device,
-        context: distributed.Distributed = distributed.Distributed(),
-        checkpoint: Checkpoint | None = None,
-    ):
-        self.data, self.arch, self.model_config, self.config = data, arch, model_config, config
-        self.run_dir, self.device, self.context = run_dir, device, context
-        self.autocast = device.type == "cuda" and config.bf16  # bf16 autocast, fp32 master weights
-        self.fused = device.type == "cuda"  # fused AdamW
-        self.training = _load_training_pairs(data, config)
-        self.dev = load_dev_set(data, config)
-        self.fingerprint = RunFingerprint(
-            vocab_checksum=vocab_checksum(data.tokenizers),
-            data_fingerprint=data_fingerprint(data, len(self.training.pairs)),
-            world_size=context.world_size,
-        )
+    def __init__(self, setup: Setup, run_dir: Path):
+        self.setup, self.run_dir = setup, run_dir
+        # What the loop reads at every step, by name.
+        self.data, self.arch, self.config = setup.data, setup.arch, setup.config
+        self.device, self.context, self.autocast = setup.device, setup.context, setup.autocast
+        self.training, self.dev, self.progress = setup.training, setup.dev, setup.progress
+        self.model, self.updater = setup.model, setup.updater
 
-        torch.manual_seed(config.seed)
-        self.model = build_model(arch, model_config).to(device)
-        optimizer = adamw(self.model, config, self.fused)
-        self.progress = Progress(lr=LRState(plateau_lr=config.lr))
-        if checkpoint is not None:
-            self.progress = restore(
-                checkpoint, self.model, optimizer, config, self.fingerprint, context.rank, device, self.fused
-            )
-        elif context.rank > 0:
-            torch.manual_seed(config.seed + context.rank)  # other dropout masks on every rank
-        self.model.train()
-        self.updater = Updater(
-            model=self.model,
-            optimizer=optimizer,
-            label_smoothing=config.label_smoothing,
-            clip_norm=config.clip_norm,
-            autocast=self.autocast,
-            fused=self.fused,
-            forward_model=self._forward_model(),
-            world_size=context.world_size,
-            catch_out_of_memory=not context.enabled,  # ranks that split batches would fall out of step
-        )
-        logger.info(
-            "%s: %.2fM parameters on %s%s",
-            arch,
-            self.model.num_parameters() / 1e6,
-            device,
-            " (bf16 autocast)" if self.autocast else "",
-        )
-
-        self.log = RunLog(run_dir) if context.is_main else None
+        self.log = RunLog(run_dir) if self.context.is_main else None
         self.stop_signal = StopSignal()
         self.padding: float | None = None  # the share of padding in this epoch's batches
         self._session_start = time.perf_counter()
         self._saved_step = -1  # the step of the newest last.pt
         self._epoch_batches: tuple[int, list[np.ndarray]] | None = None
-        self._bad_run = torch.zeros((), dtype=torch.long, device=device)  # non-finite updates in a row
-        self._skipped = torch.zeros((), dtype=torch.long, device=device)
+        self._bad_run = torch.zeros((), dtype=torch.long, device=self.device)  # non-finite updates in a row
+        self._skipped = torch.zeros((), dtype=torch.long, device=self.device)
         self._skipped_reported = 0
         self._meter = self._new_meter()  # since the last validation: the training loss and speed it logs
         self._bar_meter = self._new_meter()  # since the last progress report
-
-    def _forward_model(self) -> torch.nn.Module:
-        """What runs the forward pass: the model, wrapped for data parallelism and compiled as asked."""
-        forward_model: torch.nn.Module = self.model
-        if self.context.enabled:
-            device_ids = [self.device.index] if self.device.type == "cuda" else None
-            forward_model = DistributedDataParallel(self.model, device_ids=device_ids)
-        if self.config.compile:
-            if self.model.compiles_well:
-                forward_model = torch.compile(forward_model, dynamic=True)
-            else:
-                logger.warning(
-                    "--compile does not help the %s model (it loops in Python); not compiling", self.arch
-                )
-        return forward_model
 
     def close(self) -> None:
         if self.log is not None:
@@ -456,11 +362,13 @@ class Trainer:
         progress = dataclasses.replace(self.progress, seconds=self.seconds())
         checkpoint = Checkpoint(
             arch=self.arch,
-            model_config=self.model_config,
+            model_config=self.setup.model_config,
             model_state=self.model.state_dict(),
             tokenizers=self.data.tokenizers,
             languages={"source": self.data.source_lang, "target": self.data.target_lang},
-            train_state=train_state(self.updater.optimizer, progress, states, self.config, self.fingerprint),
+            train_state=train_state(
+                self.updater.optimizer, progress, states, self.config, self.setup.fingerprint
+            ),
             meta={"step": progress.step, "best_bleu": progress.best_bleu, "data_dir": str(self.data.path)},
         )
         first = self.run_dir / names[0]
