@@ -8,6 +8,8 @@ from typing import Annotated
 
 import typer
 
+from nmt.config import Correction
+
 
 class BleuTokenizer(str, Enum):
     """sacreBLEU's tokenizers for BLEU (ja-mecab, ko-mecab, spm and flores need extra packages or models)."""
@@ -75,6 +77,20 @@ def evaluate(
     baseline: Annotated[
         str | None, typer.Option(help="Test every system against this one.", show_default="every pair")
     ] = None,
+    alpha: Annotated[
+        float | None,
+        typer.Option(
+            help="Significance level of the paired tests (marked * in the table).", show_default="0.05"
+        ),
+    ] = None,
+    correction: Annotated[
+        Correction | None,
+        typer.Option(
+            help="Correct the p-values for testing every pair in every bucket: holm = Holm's step-down "
+            "adjustment over all of a metric's comparisons; none = each test on its own.",
+            show_default="none",
+        ),
+    ] = None,
     json: Annotated[
         Path | None, typer.Option("--json", help="Write every number and signature as JSON.")
     ] = None,
@@ -86,7 +102,7 @@ def evaluate(
     ] = None,
 ) -> None:
     """Score systems against a reference: BLEU and chrF (sacreBLEU) overall and by source length in words,
-    with bootstrap confidence intervals and paired significance tests (Koehn 2004)."""
+    with bootstrap confidence intervals and paired significance tests (Koehn 2004; docs/statistics.md)."""
     # deferred: the library (sacreBLEU, matplotlib) loads only when the command runs, so `nmt --help` is quick
     from nmt.cli import eval_inputs
     from nmt.config import DecodeConfig, EvalConfig
@@ -100,6 +116,8 @@ def evaluate(
         "seed": seed,
         "tokenize": tokenize.value if tokenize is not None else None,
         "baseline": baseline,
+        "alpha": alpha,
+        "correction": correction,
     }
     config = EvalConfig(ter=ter, **{key: value for key, value in overrides.items() if value is not None})
     decode = DecodeConfig(beam_size=beam) if beam is not None else DecodeConfig()

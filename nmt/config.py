@@ -131,6 +131,13 @@ class PrepareConfig:
     seed: int = 1
 
 
+class Correction(str, enum.Enum):
+    """How `nmt eval` corrects its p-values for making many paired tests at once."""
+
+    none = "none"  # each test at alpha on its own
+    holm = "holm"  # Holm 1979's step-down adjustment over each metric's tests (pairs x slices)
+
+
 @dataclass
 class EvalConfig:
     # Source-length buckets in whitespace words: [e0, e1), [e1, e2), ..., [e_last, inf); e0 must be 0.
@@ -142,6 +149,8 @@ class EvalConfig:
     tokenize: str = "13a"  # sacreBLEU's BLEU tokenizer
     ter: bool = False  # also compute TER (slower: an edit distance per sentence)
     baseline: str | None = None  # compare every system with this one; None compares every pair
+    alpha: float = 0.05  # significance level of the paired tests (after the correction, when there is one)
+    correction: Correction = Correction.none  # for multiple comparisons
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -360,6 +369,7 @@ def from_dict(cls: type, values: Mapping[str, Any]):
 
 
 __all__ = [
+    "Correction",
     "DecodeConfig",
     "EvalConfig",
     "LengthNormalization",

@@ -95,6 +95,27 @@ def test_ter_and_baseline_options(files):
     assert "good - bad" in result.stdout
 
 
+def test_alpha_and_holm_correction_options(files, tmp_path):
+    """The table says how many comparisons it makes; --correction holm adjusts their p-values, which the JSON
+    keeps beside the raw ones, and --alpha sets the level of the * marks."""
+    args = ["--bootstrap", "300", "--buckets", "0,20"]
+    plain = run_nmt(*eval_args(files, *args, "--json", tmp_path / "plain.json"))
+    holm = run_nmt(
+        *eval_args(files, *args, "--correction", "holm", "--alpha", "0.01", "--json", tmp_path / "h.json")
+    )
+    assert plain.exit_code == holm.exit_code == 0, plain.stderr + holm.stderr
+    assert "3 comparisons (1 pair x 3 slices), not corrected for multiple comparisons" in plain.stdout
+    assert "* = significant at alpha = 0.05" in plain.stdout
+    assert "3 comparisons (1 pair x 3 slices); p-values Holm-adjusted over all 3" in holm.stdout
+    assert "* = significant at alpha = 0.01" in holm.stdout
+    assert "p=0.000" not in plain.stdout + holm.stdout
+    report = json.loads((tmp_path / "h.json").read_text(encoding="utf-8"))
+    assert report["config"]["correction"] == "holm" and report["config"]["alpha"] == 0.01
+    bleu = [c for c in report["comparisons"] if c["metric"] == "BLEU"]
+    assert len(bleu) == 3 and all(c["p_value"] <= c["p_adjusted"] <= 1 for c in bleu)
+    assert all(c["significant"] == (c["p_adjusted"] <= 0.01) for c in bleu)
+
+
 def test_checkpoint_is_translated_then_scored(files, tiny_checkpoint, tmp_path):
     checkpoint = tiny_checkpoint("rnnsearch")
     result = run_nmt(
@@ -117,7 +138,19 @@ def test_line_count_mismatch_names_files_and_counts(files, tmp_path):
 
 @pytest.mark.parametrize(
     "case",
-    ["missing", "utf8", "no_equals", "duplicate", "empty", "buckets", "no_system", "baseline", "reference"],
+    [
+        "missing",
+        "utf8",
+        "no_equals",
+        "duplicate",
+        "empty",
+        "buckets",
+        "no_system",
+        "baseline",
+        "reference",
+        "alpha",
+        "correction",
+    ],
 )
 def test_bad_inputs_exit_2_with_one_clear_line(files, tmp_path, case):
     src, ref, good = files["src"], files["ref"], files["good"]
@@ -135,6 +168,8 @@ def test_bad_inputs_exit_2_with_one_clear_line(files, tmp_path, case):
         "no_system": ([], "--system"),
         "baseline": (["--system", f"a={good}", "--baseline", "b"], "baseline 'b'"),
         "reference": (["--system", f"a={good}", "-r", str(empty)], "empty"),
+        "alpha": (["--system", f"a={good}", "--alpha", "1.5"], "alpha must be between 0 and 1"),
+        "correction": (["--system", f"a={good}", "--correction", "bonferroni"], "holm"),
     }[case]
     if "-r" not in args:
         args = ["-r", str(ref), *args]

@@ -14,7 +14,13 @@ import nmt.evaluation.evaluate as evaluation
 from nmt.config import EvalConfig
 from nmt.errors import UserError
 from nmt.evaluation import OVERALL, evaluate_systems
-from nmt.evaluation.bootstrap import paired_p_value, percentile_interval, resample_counts
+from nmt.evaluation.bootstrap import (
+    disagreeing_resamples,
+    one_sided_p_value,
+    paired_p_value,
+    percentile_interval,
+    resample_counts,
+)
 from nmt.evaluation.buckets import assign_buckets, bucket_labels, check_bucket_edges, parse_bucket_edges
 from nmt.evaluation.metrics import bleu_from_stats, chrf_from_stats, ter_from_stats
 from nmt.plots import plot_attention, plot_bleu_by_length
@@ -340,9 +346,15 @@ def test_baseline_compares_every_system_with_it_in_every_slice(data):
 
 
 def test_paired_p_value_counts_resamples_against_the_observed_sign():
+    """The counts of Koehn's test are unchanged (2 of 4 resamples against a positive delta, 3 of 4 against a
+    negative one, ties against the winner); the p-values now carry the +1 correction, (c + 1) / (n + 1), and
+    are doubled into a two-sided p-value (tests/test_significance.py checks both on larger examples)."""
     deltas = np.array([1.0, 2.0, -1.0, 0.0])
-    assert paired_p_value(1.5, deltas) == 0.5
-    assert paired_p_value(-1.5, deltas) == 0.75
+    assert disagreeing_resamples(1.5, deltas) == 2  # was: paired_p_value(1.5, deltas) == 0.5 == 2 / 4
+    assert disagreeing_resamples(-1.5, deltas) == 3  # was: paired_p_value(-1.5, deltas) == 0.75 == 3 / 4
+    assert one_sided_p_value(1.5, deltas) == pytest.approx(3 / 5)
+    assert one_sided_p_value(-1.5, deltas) == pytest.approx(4 / 5)
+    assert paired_p_value(1.5, deltas) == paired_p_value(-1.5, deltas) == 1.0  # 2 * 3/5 and 2 * 4/5, capped
     assert paired_p_value(0.0, deltas) == 1.0
 
 

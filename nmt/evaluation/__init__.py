@@ -9,8 +9,9 @@ May import: numpy, sacrebleu, nmt.config, nmt.errors and nmt.files. Never torch,
 nmt.training, nmt.plots or the CLI (nmt.plots imports this package, not the other way round).
 
 Modules: metrics (sacreBLEU statistics and vectorised scores), bootstrap (resampling, intervals, p-values),
-buckets (source-length buckets), report (EvalReport and its table), writers (JSON, CSV), evaluate
-(`evaluate_systems`).
+significance (Holm's correction for many comparisons, printing p-values), buckets (source-length buckets),
+report (EvalReport and its table), writers (JSON, CSV), evaluate (`evaluate_systems`). docs/statistics.md
+explains the statistics.
 """
 
 from nmt.evaluation.buckets import parse_bucket_edges

@@ -12,7 +12,7 @@ import logging
 
 import numpy as np
 
-from nmt.config import EvalConfig
+from nmt.config import Correction, EvalConfig
 from nmt.errors import UserError
 from nmt.evaluation.bootstrap import bootstrap_scores, paired_p_value, percentile_interval
 from nmt.evaluation.buckets import assign_buckets, bucket_labels, check_bucket_edges
@@ -26,6 +26,7 @@ from nmt.evaluation.report import (
     SliceScores,
     SystemResult,
 )
+from nmt.evaluation.significance import holm_adjusted
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +58,8 @@ def evaluate_systems(
         raise UserError(f"the number of bootstrap samples must be 0 or more, got {config.bootstrap_samples}")
     if not 0 < config.confidence < 1:
         raise UserError(f"the confidence level must be between 0 and 1, got {config.confidence}")
+    if not 0 < config.alpha < 1:
+        raise UserError(f"the significance level alpha must be between 0 and 1, got {config.alpha}")
     if config.baseline is not None and config.baseline not in systems:
         raise UserError(f"baseline '{config.baseline}' is not one of the systems ({', '.join(systems)})")
 
@@ -117,8 +120,21 @@ def evaluate_systems(
         bucket_sizes=[len(index) for _, index in slices[:-1]],
         signatures={m.name: m.signature() for m in metrics},
         systems=[SystemResult(name, rows[-1], rows[:-1]) for name, rows in results.items()],
-        comparisons=comparisons,
+        comparisons=judge(comparisons, config),
     )
+
+
+def judge(comparisons: list[Comparison], config: EvalConfig) -> list[Comparison]:
+    """Each comparison with its significance at `config.alpha`, after Holm's correction over the comparisons
+    of its metric (every pair in every slice) when `config.correction` asks for it."""
+    for metric in dict.fromkeys(c.metric for c in comparisons):
+        family = [c for c in comparisons if c.metric == metric]
+        if config.correction is Correction.holm:
+            for comparison, adjusted in zip(family, holm_adjusted([c.p_value for c in family]), strict=True):
+                comparison.p_adjusted = adjusted
+        for comparison in family:
+            comparison.significant = comparison.p_reported <= config.alpha
+    return comparisons
 
 
 def _score_slice(label: str, index: np.ndarray, stats: dict[str, list], metrics: list[Metric]) -> SliceScores:

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from nmt.config import EvalConfig
+from nmt.config import Correction, EvalConfig, to_dict
 from nmt.evaluation.buckets import bucket_bounds
 from nmt.evaluation.metrics import BLEU_NAME, CHRF_NAME, TER_NAME
+from nmt.evaluation.significance import format_p_value, resamples_needed, smallest_p_value
 
 OVERALL = "all"  # the label of the slice that holds every sentence
 
@@ -72,9 +73,11 @@ class SystemResult:
 class Comparison:
     """Paired bootstrap test (Koehn 2004) of `system` against `baseline` on one slice and metric.
 
-    `p_value` is the share of resamples in which the difference does not have the sign observed on the real
-    data (ties count against it): small means the observed winner wins almost every resample. A difference of
-    exactly 0 has p = 1.
+    `p_value` is two-sided: 2 (c + 1) / (n + 1), at most 1, where c of the n resamples do not give the
+    difference the sign observed on the real data (ties count against it); small means the observed winner
+    wins almost every resample. A difference of exactly 0 has p = 1 (nmt/evaluation/bootstrap.py).
+    `p_adjusted` is Holm's adjustment over the metric's comparisons (None without a correction), and
+    `significant` compares the adjusted p-value (or, without a correction, `p_value`) with the level alpha.
     """
 
     baseline: str
@@ -83,6 +86,13 @@ class Comparison:
     metric: str
     delta: float  # system score - baseline score on the real data
     p_value: float
+    p_adjusted: float | None = None
+    significant: bool = False
+
+    @property
+    def p_reported(self) -> float:
+        """The p-value that decides significance: the adjusted one when there is a correction."""
+        return self.p_value if self.p_adjusted is None else self.p_adjusted
 
 
 @dataclass
@@ -115,11 +125,9 @@ class EvalReport:
 
     def to_json_dict(self) -> dict:
         """Every number of the report, the configuration and the sacreBLEU signatures, as plain JSON types."""
-        config = asdict(self.config)
-        config["bucket_edges"] = list(self.config.bucket_edges)
         return {
             "sentences": self.sentences,
-            "config": config,
+            "config": to_dict(self.config),
             "signatures": dict(self.signatures),
             "buckets": [
                 {"label": label, "min_words": low, "max_words": high, "sentences": size}
@@ -188,22 +196,63 @@ class EvalReport:
         lines.extend(_align(rows))
         if self.comparisons:
             lines.append("")
-            lines.append(
-                "Paired bootstrap (Koehn 2004): BLEU difference (p = share of resamples where it fails)"
-            )
-            pairs = list(dict.fromkeys((c.baseline, c.system) for c in self.comparisons))
-            table = {(c.baseline, c.system, c.slice): c for c in self.comparisons if c.metric == BLEU_NAME}
-            rows = [("bucket", *[f"{system} - {baseline}" for baseline, system in pairs])]
-            for label in [*self.bucket_labels, OVERALL]:
-                cells = []
-                for baseline, system in pairs:
-                    comparison = table.get((baseline, system, label))
-                    cells.append(
-                        "-" if comparison is None else f"{comparison.delta:+.1f} (p={comparison.p_value:.3f})"
-                    )
-                rows.append((label, *cells))
-            lines.extend(_align(rows))
+            lines.extend(self._comparison_table())
         return "\n".join(lines)
+
+    def _comparison_table(self) -> list[str]:
+        """The BLEU differences of every compared pair in every slice, with their p-values, what was
+        corrected for and which differences are significant."""
+        config = self.config
+        bleu = [c for c in self.comparisons if c.metric == BLEU_NAME]
+        pairs = list(dict.fromkeys((c.baseline, c.system) for c in self.comparisons))
+        slices = list(dict.fromkeys(c.slice for c in bleu))
+        with_sentences = " with sentences" if len(slices) < len(self.bucket_labels) + 1 else ""
+        count = (
+            f"{_plural(len(bleu), 'comparison')} "
+            f"({_plural(len(pairs), 'pair')} x {_plural(len(slices), 'slice')}{with_sentences})"
+        )
+        holm = config.correction is Correction.holm
+        lines = [
+            "Paired bootstrap (Koehn 2004), two-sided: BLEU difference (p-value); "
+            f"* = significant at alpha = {config.alpha:g}"
+        ]
+        if holm:
+            lines.append(f"{count}; p-values Holm-adjusted over all {len(bleu)} (each metric separately)")
+        elif len(bleu) > 1:
+            expected = config.alpha * len(bleu)  # false positives expected when no system differs
+            lines.append(f"{count}, not corrected for multiple comparisons:")
+            lines.append(
+                f"if no system differed, about {expected:.1f} of them would be marked * by chance "
+                "(--correction holm corrects)"
+            )
+        else:
+            lines.append(count)
+        family = len(bleu) if holm else 1
+        floor = smallest_p_value(config.bootstrap_samples, family)
+        if floor > config.alpha:
+            lines.append(
+                f"no difference can be significant: with {config.bootstrap_samples} resamples the smallest "
+                f"p-value{' after Holm' if holm else ''} is {floor:.3g}; "
+                f"use --bootstrap {resamples_needed(config.alpha, family)} or more"
+            )
+        table = {(c.baseline, c.system, c.slice): c for c in bleu}
+        rows = [("bucket", *[f"{system} - {baseline}" for baseline, system in pairs])]
+        for label in [*self.bucket_labels, OVERALL]:
+            cells = []
+            for baseline, system in pairs:
+                comparison = table.get((baseline, system, label))
+                cells.append("-" if comparison is None else _comparison_cell(comparison))
+            rows.append((label, *cells))
+        return lines + _align(rows)
+
+
+def _comparison_cell(comparison: Comparison) -> str:
+    mark = " *" if comparison.significant else ""
+    return f"{comparison.delta:+.1f} ({format_p_value(comparison.p_reported)}){mark}"
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def _bucket_cell(scores: SliceScores) -> str:
