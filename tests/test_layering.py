@@ -253,3 +253,17 @@ def test_the_distribution_lists_every_package_folder():
     packages = {m for m, path in MODULES.items() if path.name == "__init__.py"}
     assert set(settings["packages"]) == packages
     assert settings["package-dir"]["nmt.cli"] == "cli"  # nothing named `cli` lands in site-packages
+
+
+def test_the_readme_layout_names_every_module():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    layout = readme.split("## Layout", 1)[1].split("```")[1]  # the tree drawn in the Layout section
+    folders = {path.parent.name for path in (ROOT / "nmt").rglob("*.py")} | {"cli", "data", "tests", "docs"}
+    missing = [f"{folder}/" for folder in sorted(folders - {"nmt"}) if f"{folder}/" not in layout]
+    library = [
+        path
+        for module, path in MODULES.items()
+        if path.name != "__init__.py" and not under(module, "nmt.cli")
+    ]
+    missing += [str(path.relative_to(ROOT)) for path in library if not re.search(rf"\b{path.stem}\b", layout)]
+    assert missing == []
