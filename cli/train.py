@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from pathlib import Path
 from typing import Annotated
@@ -9,6 +10,7 @@ from typing import Annotated
 import typer
 
 from nmt.config import Schedule
+from nmt.models.configs import AttentionScore, Positions
 from nmt.models.presets import DEFAULT_PRESET
 from nmt.models.registry import ARCHITECTURES
 
@@ -33,6 +35,26 @@ def train(
     ] = DEFAULT_PRESET,
     config: Annotated[
         Path | None, typer.Option(help="YAML file with 'model:' and 'train:' sections.")
+    ] = None,
+    attention: Annotated[
+        AttentionScore | None,
+        typer.Option(
+            help="rnnsearch: how the decoder scores each source annotation (additive is Bahdanau's; linear "
+            "cannot depend on the decoder's state, a control; docs/attention.md)."
+        ),
+    ] = None,
+    positions: Annotated[
+        Positions | None,
+        typer.Option(
+            help="transformer: how positions are encoded (sinusoidal is the paper's; none: a bag of words)."
+        ),
+    ] = None,
+    scale_attention: Annotated[
+        bool | None,
+        typer.Option(
+            "--scale-attention/--no-scale-attention",
+            help="transformer: divide attention scores by sqrt(d_k) (Vaswani et al. 2017, Section 3.2.1).",
+        ),
     ] = None,
     max_steps: Annotated[int | None, typer.Option(help="Stop after this many updates.")] = None,
     max_epochs: Annotated[int | None, typer.Option(help="Stop after this many passes over the data.")] = None,
@@ -88,6 +110,7 @@ def train(
     """Train a model, keeping the best checkpoint by dev BLEU (best.pt) and the latest (last.pt)."""
     # deferred: torch and the library load only when the command runs, so that `nmt --help` is quick
     from nmt.config import load_yaml_config
+    from nmt.errors import UserError
     from nmt.models import architecture
     from nmt.training import resolve_configs, resume_point
     from nmt.training import train as run_training
@@ -117,6 +140,15 @@ def train(
         "compile",
     ]
     overrides = {name: given[name] for name in names if given[name] is not None}
+    # Model options: each belongs to the architectures whose config has it.
+    model_fields = {field.name for field in dataclasses.fields(architecture(model.value).config)}
+    model_flags = {
+        name: given[name] for name in ("attention", "positions", "scale_attention") if given[name] is not None
+    }
+    for name in model_flags:
+        if name not in model_fields:
+            flag = "--" + name.replace("_", "-")
+            raise UserError(f"{flag} does not apply to model '{model.value}' (it has no '{name}' option)")
     # The YAML's values are checked against their types here, so that an error names the file.
     yaml_model, yaml_train = (
         load_yaml_config(config, architecture(model.value).config) if config else ({}, {})
@@ -124,7 +156,7 @@ def train(
     checkpoint = resume_from or (out / "last.pt" if resume else None)
     point = resume_point(checkpoint) if checkpoint is not None else None  # read once, for configs and run
     model_config, train_config = resolve_configs(
-        model.value, preset, yaml_model, {**yaml_train, **overrides}, resume=point
+        model.value, preset, {**yaml_model, **model_flags}, {**yaml_train, **overrides}, resume=point
     )
     result = run_training(data, model.value, model_config, train_config, out, resume=point, force=force)
     best = "no validation" if result.best_bleu is None else f"best dev BLEU {result.best_bleu:.2f}"

@@ -7,6 +7,7 @@ Everything outside `nmt/models/` (training, decoding, evaluation) uses only this
     start(encoded) -> State                                    decoder state before the first target token
     step(prev, state) -> (log_probs (B, V), State)             one decoder step, incremental
     reorder(state, index, same_sources=False) -> State         batch-first index_select, for beam search
+    attention_maps(src, src_lengths, tgt_in) -> AttentionMaps  every attention weight, for plots and alignment
 
 State goes in and comes back out: a model keeps no per-batch state on `self`. A state is a dataclass of
 batch-first tensors (or lists/tuples of them), so the default `reorder` can select rows of every one of them;
@@ -26,11 +27,15 @@ Conventions shared by all models:
 - `step` returns float32 log-probabilities, whatever the autocast dtype.
 - The state exposes the decoder's attention over the source for the token just produced as
   `state.attention` (B, S), or None for a model without attention.
+- `attention_maps` is for looking at attention, never for decoding: search does not compute it, so that
+  translating without plots costs nothing extra. It reruns a given target through the model (teacher
+  forcing) and returns every map the architecture has.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
@@ -72,6 +77,26 @@ def reorder_tree(value: Any, index: Tensor, same_sources: bool = False) -> Any:
     raise TypeError(f"cannot reorder a {type(value).__name__} in a decoder state")
 
 
+@dataclass
+class AttentionMaps:
+    """Every attention weight of one teacher-forced pass: per layer, one float32 (B, heads, queries, keys).
+
+    - `cross`: the decoder's attention over the source, per decoder layer (B, heads, T, S). Row i is what
+      position i of `tgt_in` read while predicting target token i (the one after tgt_in[:, i]).
+    - `encoder`: the encoder's self-attention, per encoder layer (B, heads, S, S).
+    - `decoder`: the decoder's masked self-attention, per decoder layer (B, heads, T, T), zero above the
+      diagonal.
+
+    A kind the model does not have is an empty list (RNNsearch: one cross layer with one head, nothing else;
+    the RNN encoder-decoder: nothing). Padded keys get exactly zero weight; rows of padded queries are
+    meaningless and are cut by the caller, who knows the lengths.
+    """
+
+    cross: list[Tensor] = dataclasses.field(default_factory=list)
+    encoder: list[Tensor] = dataclasses.field(default_factory=list)
+    decoder: list[Tensor] = dataclasses.field(default_factory=list)
+
+
 class Seq2Seq(nn.Module):
     """Base class of the encoder-decoder models. Subclasses implement forward, encode, start and step."""
 
@@ -108,6 +133,22 @@ class Seq2Seq(nn.Module):
         """
         return reorder_tree(state, index, same_sources)
 
+    def attention_maps(self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor) -> AttentionMaps:
+        """Every attention weight while reading `tgt_in` (B, T) as the translation of `src` (teacher forcing).
+
+        This default feeds `tgt_in` through `step` and stacks `state.attention`: one layer, one head, cross
+        attention only. An architecture with more maps (self-attention, several heads) overrides it. Call it
+        under `torch.no_grad()` in eval mode; it is as slow as decoding the target once.
+        """
+        if not self.has_attention:
+            return AttentionMaps()
+        state = self.start(self.encode(src, src_lengths))
+        rows = []
+        for i in range(tgt_in.size(1)):
+            _, state = self.step(tgt_in[:, i], state)
+            rows.append(state.attention)
+        return AttentionMaps(cross=[torch.stack(rows, dim=1)[:, None].float()])  # [(B, 1, T, S)]
+
     def max_positions(self) -> int | None:
         """The most tokens the model takes on either side (the EOS included), or None for no limit."""
         return None
@@ -128,6 +169,7 @@ def add_bos(tgt: Tensor) -> Tensor:
 
 
 __all__ = [
+    "AttentionMaps",
     "BOS_ID",
     "EOS_ID",
     "PAD_ID",

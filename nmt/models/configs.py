@@ -3,7 +3,30 @@ registry read them without loading a model. Each default lives here and nowhere 
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
+
+
+class AttentionScore(str, enum.Enum):
+    """RNNsearch's alignment model: how the decoder's previous state s_{i-1} scores each annotation h_j.
+
+    The equations, with their sources, are in nmt/models/scoring.py."""
+
+    additive = "additive"  # v^T tanh(W s + U h), Bahdanau et al. 2014, eq. 6 (Luong et al. 2015: "concat")
+    dot = "dot"  # s^T (U h), Luong et al. 2015, Section 3.1
+    scaled_dot = "scaled-dot"  # s^T (U h) / sqrt(d), as in Vaswani et al. 2017, Section 3.2.1
+    general = "general"  # s^T W h, Luong et al. 2015 (bilinear)
+    cosine = "cosine"  # g cos(s, U h) with a learned scale g
+    linear = "linear"  # w^T [s; h]: no interaction, so the softmax cannot see s (a control)
+
+
+class Positions(str, enum.Enum):
+    """How the Transformer tells positions apart (Vaswani et al. 2017, Section 3.5)."""
+
+    sinusoidal = "sinusoidal"  # fixed sinusoids added to the embeddings (Section 3.5)
+    learned = "learned"  # a learned table of absolute positions (Section 3.5, Table 3 row E)
+    none = "none"  # no position at all: self-attention then sees a bag of words
+    rotary = "rotary"  # queries and keys rotated by position (Su et al. 2021, RoFormer, Section 3.4)
 
 
 @dataclass
@@ -32,6 +55,7 @@ class RNNSearchConfig(ModelConfig):
     embed_dim: int = 256
     hidden_dim: int = 512  # per direction in the encoder, and the decoder's state size
     attention_dim: int = 512  # the alignment model's hidden size (n' in App. A.1.2)
+    attention: AttentionScore = AttentionScore.additive  # the alignment model's scoring function
     maxout_dim: int = 0
     dropout: float = 0.2
 
@@ -50,4 +74,6 @@ class TransformerConfig(ModelConfig):
     norm_first: bool = True  # pre-norm (stable without long warmup); False gives the paper's post-norm
     tie_output: bool = True  # target embedding tied to the output projection (Section 3.4)
     max_positions: int = 1024
+    positions: Positions = Positions.sinusoidal
+    scale_attention: bool = True  # the 1/sqrt(d_k) of scaled dot-product attention (Section 3.2.1)
     alignment_layer: int = -1  # the decoder layer whose cross-attention (mean over heads) decoding exposes
