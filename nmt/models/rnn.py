@@ -55,7 +55,7 @@ class RNNEncoderDecoder(Seq2Seq):
         self.output = DeepOutput(H, E, H, config.maxout_dim, config.tgt_vocab_size, config.dropout)
         # Unit-variance embeddings: with E^-1/2 the GRU inputs start so small that the recurrence barely sees
         # the words, and on the synthetic corpus training took several times as many updates to get going.
-        for embedding in {self.src_embed, self.tgt_embed}:
+        for embedding in dict.fromkeys([self.src_embed, self.tgt_embed]):  # in order; a set is not
             init_embedding_(embedding, std=1.0)
         for gru in (self.encoder, self.decoder):
             init_gru_(gru)

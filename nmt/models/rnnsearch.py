@@ -1,8 +1,9 @@
 """RNNsearch (Bahdanau et al. 2014): a bidirectional GRU encoder and a decoder that attends to it.
 
 Each source position j gets an annotation h_j = [forward h_j; backward h_j] (Section 3.2). At every target
-step i the decoder scores all annotations against its previous state s_{i-1} with an additive alignment
-model, takes their weighted sum c_i, and updates its state with it (Section 3.1, App. A.2.2).
+step i the decoder scores all annotations against its previous state s_{i-1} with an alignment model, takes
+their weighted sum c_i, and updates its state with it (Section 3.1, App. A.2.2). The alignment model is the
+paper's additive one (eq. 6) unless the config's `attention` picks another form (nmt/models/scoring.py).
 """
 
 from __future__ import annotations
@@ -15,13 +16,22 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from nmt.models.base import Seq2Seq, source_pad_mask, source_side
 from nmt.models.configs import RNNSearchConfig
-from nmt.models.layers import DeepOutput, embeddings, gru_cell, init_embedding_, init_gru_, init_linear_
+from nmt.models.layers import (
+    DeepOutput,
+    embeddings,
+    gru_cell,
+    init_embedding_,
+    init_gru_,
+    init_linear_,
+    init_recurrent_,
+)
+from nmt.models.scoring import additive_attention, make_scorer
 
 
 @dataclass
 class RNNSearchEncoded:
     annotations: Tensor  # (B, S, 2H) h_j
-    keys: Tensor  # (B, S, A) U_a h_j, computed once per sentence (App. A.1.2)
+    keys: Tensor  # (B, S, K) the alignment model's source side (U_a h_j for additive), once per sentence
     pad_mask: Tensor  # (B, S) True at padding
     backward_first: Tensor  # (B, H) the backward encoder's state at the first source word
 
@@ -30,67 +40,55 @@ class RNNSearchEncoded:
 class RNNSearchState:
     hidden: Tensor  # (B, H) s_{i-1}, float32
     annotations: Tensor = source_side()  # (B, S, 2H)
-    keys: Tensor = source_side()  # (B, S, A)
+    keys: Tensor = source_side()  # (B, S, K)
     pad_mask: Tensor = source_side()  # (B, S) True at padding
     attention: Tensor | None = None  # (B, S) alpha_i of the last step
 
 
-def additive_attention(query: Tensor, keys: Tensor, v_a: nn.Linear, pad_mask: Tensor) -> Tensor:
-    """alpha_ij (B, S), float32: softmax_j of e_ij = v_a^T tanh(W_a s_{i-1} + U_a h_j) (eq. 6, App. A.1.2).
-
-    `query` (B, A) is W_a s_{i-1}, `keys` (B, S, A) is U_a h_j; padding gets exactly zero weight.
-
-    On the CPU it is computed through tanh(x) = 2 sigmoid(2x) - 1:
-    e_ij = 2 v_a^T sigmoid(2 (W_a s_{i-1} + U_a h_j)) - sum(v_a), and the softmax over j ignores the constant.
-    The alignments are the same; this (B, S, A) element-wise function is the decoder's hottest operation,
-    and torch's CPU sigmoid is about 10x faster than its tanh (`make bench`: the "sigmoid form" ablation).
-    Elsewhere the form as written stays: on a GPU an element-wise function costs its memory traffic whatever
-    it computes, and the sigmoid form would add two small kernels to every step.
-    """
-    if query.device.type == "cpu":
-        doubled = torch.add((2 * query)[:, None, :], keys, alpha=2.0)  # (B, S, A) 2 (W_a s_{i-1} + U_a h_j)
-        scores = 2 * v_a(doubled.sigmoid_()).squeeze(-1)  # (B, S) e_ij + sum(v_a)
-    else:
-        scores = v_a(torch.tanh(query[:, None, :] + keys)).squeeze(-1)  # (B, S) e_ij
-    return scores.masked_fill(pad_mask, float("-inf")).softmax(dim=-1, dtype=torch.float32)
-
-
 class RNNSearch(Seq2Seq):
-    """Bidirectional GRU encoder, additive attention, GRU decoder with a deep output layer."""
+    """Bidirectional GRU encoder, attention (additive unless configured otherwise), GRU decoder with a deep
+    output layer."""
 
     has_attention = True
 
     def __init__(self, config: RNNSearchConfig):
         super().__init__(config)
-        E, H, A = config.embed_dim, config.hidden_dim, config.attention_dim
-        self.attention_dim = A
+        E, H = config.embed_dim, config.hidden_dim
+        self.scorer = make_scorer(config.attention, H, config.attention_dim)  # the equation of e_ij
         self.src_embed, self.tgt_embed = embeddings(
             config.src_vocab_size, config.tgt_vocab_size, E, config.share_embeddings
         )
         self.dropout = nn.Dropout(config.dropout)
         self.encoder = nn.GRU(E, H, batch_first=True, bidirectional=True)
-        self.to_keys = nn.Linear(2 * H, A, bias=False)  # U_a
+        # The alignment model's source-side projection (U_a for additive), applied once per sentence in
+        # `encode`; the dot forms have none. Made here, so that a seed gives the same initial weights as
+        # before the form could be chosen.
+        keys = self.scorer.key_dim
+        self.to_keys = nn.Linear(2 * H, keys, bias=False) if keys else None
         self.init_state = nn.Linear(H, H)  # W_s in s_0 = tanh(W_s backward-h_1)
         # The decoder GRU s_i = f(s_{i-1}, y_{i-1}, c_i) (eq. 4, App. A.2.2), split by what each product reads
         self.from_prev = nn.Linear(E, 3 * H)  # W, W_z, W_r applied to E y_{i-1}: all steps at once
         self.from_context = nn.Linear(2 * H, 3 * H, bias=False)  # C, C_z, C_r applied to c_i
-        # Everything that reads s_{i-1}, fused into one product per step: W_a (alignment) and U, U_z, U_r.
-        self.from_state = nn.Linear(H, A + 3 * H)
-        self.v_a = nn.Linear(A, 1, bias=False)
+        # Everything that reads s_{i-1}, fused into one product per step: the alignment model's query side
+        # (W_a for additive; nothing for the forms that score s_{i-1} itself) and U, U_z, U_r.
+        self.from_state = nn.Linear(H, self.scorer.query_dim + 3 * H)
+        scoring_parameters = self.scorer.new_parameters()  # v_a (additive), g (cosine)
+        for name, parameter in scoring_parameters.items():
+            setattr(self, name, parameter)
         self.output = DeepOutput(H, E, 2 * H, config.maxout_dim, config.tgt_vocab_size, config.dropout)
         # Unit-variance embeddings: with E^-1/2 the GRU inputs start so small that the recurrence barely sees
         # the words, and on the synthetic corpus training took several times as many updates to get going.
-        for embedding in {self.src_embed, self.tgt_embed}:
+        for embedding in dict.fromkeys([self.src_embed, self.tgt_embed]):  # in order; a set is not
             init_embedding_(embedding, std=1.0)
         init_gru_(self.encoder)
-        for linear in (self.to_keys, self.init_state, self.from_prev, self.from_context, self.v_a):
-            init_linear_(linear)
+        scoring_linears = [p for p in scoring_parameters.values() if isinstance(p, nn.Linear)]
+        for linear in (self.to_keys, self.init_state, self.from_prev, self.from_context, *scoring_linears):
+            if linear is not None:
+                init_linear_(linear)
         init_linear_(self.from_state)
-        with torch.no_grad():  # the recurrent blocks U, U_z, U_r: orthogonal (App. B.1)
-            for block in self.from_state.weight[A:].chunk(3, dim=0):
-                nn.init.orthogonal_(block)
-        # v_a starts at zero (App. B.1): the first alignments are uniform over the real source positions.
-        nn.init.zeros_(self.v_a.weight)
+        # the recurrent blocks U, U_z, U_r: orthogonal (App. B.1)
+        init_recurrent_(self.from_state.weight[self.scorer.query_dim :])
+        self.scorer.init_(self)  # the form's own start (additive: v_a = 0, App. B.1)
 
     def encode(self, src: Tensor, src_lengths: Tensor) -> RNNSearchEncoded:
         embedded = self.dropout(self.src_embed(src))  # (B, S, E)
@@ -100,7 +98,7 @@ class RNNSearch(Seq2Seq):
         annotations, _ = pad_packed_sequence(packed_out, batch_first=True, total_length=src.size(1))
         return RNNSearchEncoded(
             annotations=annotations,
-            keys=self.to_keys(annotations),  # (B, S, A)
+            keys=self.scorer.keys(self, annotations),  # (B, S, K)
             pad_mask=source_pad_mask(src),
             backward_first=last[1],  # (B, H)
         )
@@ -112,8 +110,9 @@ class RNNSearch(Seq2Seq):
         )
 
     def align(self, query: Tensor, keys: Tensor, pad_mask: Tensor) -> Tensor:
-        """alpha_i (B, S) from W_a s_{i-1} (B, A) and U_a h_j (B, S, A): the alignment model a (eq. 6)."""
-        return additive_attention(query, keys, self.v_a, pad_mask)
+        """alpha_i (B, S) float32 from the query (additive: W_a s_{i-1} (B, A)) and the keys (additive:
+        U_a h_j (B, S, A)): the alignment model a (eq. 6), in the configured form."""
+        return self.scorer.align(self, query, keys, pad_mask)
 
     def _cell(
         self, prev_gates: Tensor, hidden: Tensor, keys: Tensor, annotations: Tensor, pad_mask: Tensor
@@ -121,8 +120,10 @@ class RNNSearch(Seq2Seq):
         """One decoder step from W E y_{i-1} (B, 3H) and s_{i-1} (B, H).
 
         Returns s_i (B, H), c_i (B, 2H) and alpha_i (B, S). Shared by `forward` and `step`."""
-        query, state_gates = self.from_state(hidden).split([self.attention_dim, prev_gates.size(-1)], -1)
-        alpha = self.align(query, keys, pad_mask)  # (B, S): scored against s_{i-1}
+        projected, state_gates = self.from_state(hidden).split(
+            [self.scorer.query_dim, prev_gates.size(-1)], -1
+        )
+        alpha = self.align(self.scorer.query(projected, hidden), keys, pad_mask)  # (B, S): against s_{i-1}
         # c_i = sum_j alpha_ij h_j (eq. 5)
         context = torch.bmm(alpha[:, None, :].to(annotations.dtype), annotations)[:, 0]  # (B, 2H)
         hidden = gru_cell(prev_gates + self.from_context(context), state_gates, hidden)  # (B, H) s_i
@@ -148,3 +149,7 @@ class RNNSearch(Seq2Seq):
         )
         logits = self.output(hidden, embedded, context)  # (B, V)
         return logits.float().log_softmax(dim=-1), replace(state, hidden=hidden, attention=alpha)
+
+
+# additive_attention lives in scoring.py now; it stays importable from here, where it was.
+__all__ = ["RNNSearch", "RNNSearchEncoded", "RNNSearchState", "additive_attention"]
