@@ -1,10 +1,11 @@
 """The Transformer (Vaswani et al. 2017): attention only, no recurrence.
 
-Multi-head attention runs through `torch.nn.functional.scaled_dot_product_attention` (fused kernels), except
-for the one query of a decoding step on the CPU (see `attend`).
+The attention sub-layers are in transformer_attention.py, the position encodings (sinusoidal, learned, none,
+rotary; `TransformerConfig.positions`) in positions.py.
 Decoding is incremental: `step` feeds only the newest token and keeps every layer's self-attention keys and
-values in the state (batch first, (B, heads, t, d_head)); the cross-attention keys and values of the
-encoder output are computed once, in `start`.
+values in the state (batch first, (B, heads, t, d_head); rotated already, with rotary positions); the
+cross-attention keys and values of the encoder output are computed once, in `start`.
+`attention_maps` reruns a target with every attention spelled out; training and decoding never do.
 """
 
 from __future__ import annotations
@@ -13,13 +14,22 @@ import math
 from dataclasses import dataclass, replace
 from typing import ClassVar
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nmt.models.base import Seq2Seq, source_pad_mask, source_side
+from nmt.models.base import AttentionMaps, Seq2Seq, source_pad_mask, source_side
 from nmt.models.configs import TransformerConfig
 from nmt.models.layers import embeddings, init_embedding_, init_linear_
+from nmt.models.positions import Rotation, added_positions, rotary_positions, sinusoids
+from nmt.models.transformer_attention import (
+    CrossAttention,
+    SelfAttention,
+    attend,
+    attend_mask,
+    merge_heads,
+    score_scale,
+    split_heads,
+)
 
 
 @dataclass
@@ -36,121 +46,6 @@ class TransformerState:
     cross_values: list[Tensor] = source_side()  # per decoder layer (B, H, S, Dh)
     pad_mask: Tensor = source_side()  # (B, S) True at padding
     attention: Tensor | None = None  # (B, S) cross-attention of `alignment_layer`, mean over heads
-
-
-def sinusoids(length: int, dim: int) -> Tensor:
-    """(length, dim) PE(pos, 2i) = sin(pos / 10000^(2i/d)), PE(pos, 2i+1) = cos(...) (Section 3.5)."""
-    position = torch.arange(length, dtype=torch.float32)[:, None]  # (L, 1)
-    inverse_freq = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(10000.0) / dim))
-    angles = position * inverse_freq  # (L, D/2)
-    return torch.stack([angles.sin(), angles.cos()], dim=-1).flatten(1)[:, :dim]  # interleaved: sin, cos
-
-
-def split_heads(x: Tensor, heads: int) -> Tensor:
-    """(B, T, D) -> (B, H, T, D/H)."""
-    return x.unflatten(-1, (heads, -1)).transpose(1, 2)
-
-
-def merge_heads(x: Tensor) -> Tensor:
-    """(B, H, T, D/H) -> (B, T, D)."""
-    return x.transpose(1, 2).flatten(2)
-
-
-def attend(
-    q: Tensor,
-    k: Tensor,
-    v: Tensor,
-    mask: Tensor | None,
-    dropout: float,
-    causal: bool = False,
-    one_query_sdpa: bool = False,
-) -> Tensor:
-    """softmax(Q K^T / sqrt(d_k)) V (Section 3.2.1) for (B, H, T, Dh) queries and (B, H, S, Dh) keys/values.
-
-    `mask` (B, 1, 1, S) is True where attention may look; `causal` hides later positions. Runs through
-    `F.scaled_dot_product_attention` (fused kernels), except for the one query of a decoding step on the CPU:
-    there torch's fused kernel is slower than two batched products (`make bench`, the "one-query attention"
-    ablation). `one_query_sdpa` sends that query through SDPA as well.
-    """
-    one_query_on_cpu = q.size(-2) == 1 and q.device.type == "cpu" and not causal
-    if not one_query_on_cpu or one_query_sdpa:
-        return F.scaled_dot_product_attention(q, k, v, mask, dropout, is_causal=causal)
-    scores = (q @ k.transpose(-1, -2)).float() * q.size(-1) ** -0.5  # (B, H, 1, S)
-    if mask is not None:
-        scores = scores.masked_fill(~mask, float("-inf"))
-    weights = F.dropout(scores.softmax(dim=-1), dropout, training=dropout > 0)
-    return weights.to(v.dtype) @ v  # (B, H, 1, Dh)
-
-
-def attend_mask(pad_mask: Tensor) -> Tensor:
-    """(B, 1, 1, S) True where attention may look, the boolean `attn_mask` convention of SDPA."""
-    return ~pad_mask[:, None, None, :]
-
-
-class SelfAttention(nn.Module):
-    """Multi-head self-attention (Section 3.2.2) with one fused query/key/value projection."""
-
-    def __init__(self, d_model: int, heads: int, dropout: float):
-        super().__init__()
-        self.heads, self.dropout = heads, dropout
-        self.qkv = nn.Linear(d_model, 3 * d_model)
-        self.out = nn.Linear(d_model, d_model)
-
-    def project(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        q, k, v = self.qkv(x).chunk(3, dim=-1)  # (B, T, D) each
-        return split_heads(q, self.heads), split_heads(k, self.heads), split_heads(v, self.heads)
-
-    def forward(self, x: Tensor, mask: Tensor | None, causal: bool) -> Tensor:
-        """`x` (B, T, D) attends to itself; `mask` (B, 1, 1, T) True where allowed; `causal` hides later."""
-        q, k, v = self.project(x)  # (B, H, T, Dh)
-        p = self.dropout if self.training else 0.0
-        return self.out(merge_heads(attend(q, k, v, mask, p, causal)))
-
-    def step(
-        self, x: Tensor, keys: Tensor, values: Tensor, one_query_sdpa: bool = False
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        """The newest position `x` (B, 1, D) attends to the cached positions and itself (so nothing later)."""
-        q, k, v = self.project(x)  # (B, H, 1, Dh)
-        keys = torch.cat([keys.to(k.dtype), k], dim=2)  # (B, H, t+1, Dh)
-        values = torch.cat([values.to(v.dtype), v], dim=2)
-        p = self.dropout if self.training else 0.0
-        out = attend(q, keys, values, None, p, one_query_sdpa=one_query_sdpa)  # (B, H, 1, Dh)
-        return self.out(merge_heads(out)), keys, values
-
-
-class CrossAttention(nn.Module):
-    """Encoder-decoder attention (Section 3.2.3): queries from the decoder, keys/values from the encoder."""
-
-    def __init__(self, d_model: int, heads: int, dropout: float):
-        super().__init__()
-        self.heads, self.dropout = heads, dropout
-        self.q = nn.Linear(d_model, d_model)
-        self.kv = nn.Linear(d_model, 2 * d_model)
-        self.out = nn.Linear(d_model, d_model)
-
-    def keys_values(self, memory: Tensor) -> tuple[Tensor, Tensor]:
-        """(B, H, S, Dh) keys and values of the encoder output `memory` (B, S, D); once per sentence."""
-        k, v = self.kv(memory).chunk(2, dim=-1)
-        return split_heads(k, self.heads), split_heads(v, self.heads)
-
-    def forward(
-        self, x: Tensor, keys: Tensor, values: Tensor, mask: Tensor, one_query_sdpa: bool = False
-    ) -> Tensor:
-        q = split_heads(self.q(x), self.heads)  # (B, H, T, Dh)
-        keys, values = keys.to(q.dtype), values.to(q.dtype)
-        p = self.dropout if self.training else 0.0
-        return self.out(merge_heads(attend(q, keys, values, mask, p, one_query_sdpa=one_query_sdpa)))
-
-    def forward_with_weights(
-        self, x: Tensor, keys: Tensor, values: Tensor, mask: Tensor
-    ) -> tuple[Tensor, ...]:
-        """The same as `forward`, spelled out so that the weights (B, H, T, S) can be returned (eq. 1)."""
-        q = split_heads(self.q(x), self.heads)  # (B, H, T, Dh)
-        keys, values = keys.to(q.dtype), values.to(q.dtype)
-        scores = (q @ keys.transpose(-1, -2)).float() / math.sqrt(q.size(-1))  # (B, H, T, S)
-        weights = scores.masked_fill(~mask, float("-inf")).softmax(dim=-1)  # (B, H, T, S), 0 at padding
-        dropped = F.dropout(weights, self.dropout, self.training)
-        return self.out(merge_heads(dropped.to(values.dtype) @ values)), weights
 
 
 class FeedForward(nn.Module):
@@ -191,32 +86,54 @@ class Residual(nn.Module):
 class EncoderLayer(nn.Module):
     def __init__(self, config: TransformerConfig):
         super().__init__()
-        D = config.d_model
-        self.self_attn = SelfAttention(D, config.num_heads, config.attention_dropout)
+        D, scale = config.d_model, score_scale(config.scale_attention)
+        self.self_attn = SelfAttention(D, config.num_heads, config.attention_dropout, scale)
         self.ffn = FeedForward(D, config.ffn_dim)
         self.res_attn = Residual(D, config.dropout, config.norm_first)
         self.res_ffn = Residual(D, config.dropout, config.norm_first)
 
-    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
-        x = self.res_attn.after(x, self.self_attn(self.res_attn.before(x), mask, causal=False))
+    def forward(
+        self, x: Tensor, mask: Tensor, rotation: Rotation | None = None, maps: AttentionMaps | None = None
+    ) -> Tensor:
+        """`rotation`: rotary positions of the S positions; `maps`: collects the self-attention weights."""
+        weights_into = None if maps is None else maps.encoder
+        out = self.self_attn(self.res_attn.before(x), mask, False, rotation, weights_into)
+        x = self.res_attn.after(x, out)
         return self.res_ffn.after(x, self.ffn(self.res_ffn.before(x)))
 
 
 class DecoderLayer(nn.Module):
     def __init__(self, config: TransformerConfig):
         super().__init__()
-        D = config.d_model
-        self.self_attn = SelfAttention(D, config.num_heads, config.attention_dropout)
-        self.cross_attn = CrossAttention(D, config.num_heads, config.attention_dropout)
+        D, scale = config.d_model, score_scale(config.scale_attention)
+        self.self_attn = SelfAttention(D, config.num_heads, config.attention_dropout, scale)
+        self.cross_attn = CrossAttention(D, config.num_heads, config.attention_dropout, scale)
         self.ffn = FeedForward(D, config.ffn_dim)
         self.res_self = Residual(D, config.dropout, config.norm_first)
         self.res_cross = Residual(D, config.dropout, config.norm_first)
         self.res_ffn = Residual(D, config.dropout, config.norm_first)
 
-    def forward(self, x: Tensor, cross_keys: Tensor, cross_values: Tensor, mask: Tensor) -> Tensor:
-        """All target positions at once (teacher forcing); the causal mask hides each position's future."""
-        x = self.res_self.after(x, self.self_attn(self.res_self.before(x), None, causal=True))
-        x = self.res_cross.after(x, self.cross_attn(self.res_cross.before(x), cross_keys, cross_values, mask))
+    def forward(
+        self,
+        x: Tensor,
+        cross_keys: Tensor,
+        cross_values: Tensor,
+        mask: Tensor,
+        rotation: Rotation | None = None,
+        maps: AttentionMaps | None = None,
+    ) -> Tensor:
+        """All target positions at once (teacher forcing); the causal mask hides each position's future.
+        `rotation`: rotary positions of the T positions; `maps`: collects the self and cross weights."""
+        weights_into = None if maps is None else maps.decoder
+        out = self.self_attn(self.res_self.before(x), None, True, rotation, weights_into)
+        x = self.res_self.after(x, out)
+        query = self.res_cross.before(x)
+        if maps is None:
+            out = self.cross_attn(query, cross_keys, cross_values, mask)
+        else:
+            out, weights = self.cross_attn.forward_with_weights(query, cross_keys, cross_values, mask)
+            maps.cross.append(weights)
+        x = self.res_cross.after(x, out)
         return self.res_ffn.after(x, self.ffn(self.res_ffn.before(x)))
 
     def step(
@@ -229,10 +146,13 @@ class DecoderLayer(nn.Module):
         mask: Tensor,
         need_weights: bool,
         one_query_sdpa: bool = False,
+        rotation: Rotation | None = None,
     ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
         """The newest position (B, 1, D); returns it, the grown self-attention cache and, if asked, the
-        cross-attention weights (B, H, 1, S). `one_query_sdpa`: see `attend`."""
-        out, keys, values = self.self_attn.step(self.res_self.before(x), keys, values, one_query_sdpa)
+        cross-attention weights (B, H, 1, S). `one_query_sdpa`: see `attend`; `rotation`: rotary positions
+        of this position."""
+        query = self.res_self.before(x)
+        out, keys, values = self.self_attn.step(query, keys, values, one_query_sdpa, rotation)
         x = self.res_self.after(x, out)
         query, weights = self.res_cross.before(x), None
         if need_weights:
@@ -266,7 +186,10 @@ class Transformer(Seq2Seq):
             config.src_vocab_size, config.tgt_vocab_size, D, config.share_embeddings
         )
         self.embed_scale = math.sqrt(D)  # Section 3.4: embeddings are multiplied by sqrt(d_model)
-        self.register_buffer("positions", sinusoids(config.max_positions, D), persistent=False)
+        # Section 3.5: a table added to the embeddings (sinusoidal, learned), or None (none, rotary).
+        self.positions = added_positions(config)
+        # RoFormer Section 3.4.2: the rotations of self-attention's queries and keys, or None.
+        self.rotary = rotary_positions(config)
         self.dropout = nn.Dropout(config.dropout)
         self.encoder_layers = nn.ModuleList(EncoderLayer(config) for _ in range(config.encoder_layers))
         self.decoder_layers = nn.ModuleList(DecoderLayer(config) for _ in range(config.decoder_layers))
@@ -278,19 +201,29 @@ class Transformer(Seq2Seq):
         for module in self.modules():
             if isinstance(module, nn.Linear):
                 init_linear_(module)
-        for embedding in {self.src_embed, self.tgt_embed}:
-            # std D^-1/2: scaled by sqrt(D) the inputs have unit variance, and so do the tied logits.
+        # std D^-1/2: scaled by sqrt(D) the inputs have unit variance, and so do the tied logits. The tables
+        # in a fixed order (a shared one once): a set's order follows memory addresses, so the same seed gave
+        # different weights from one process to the next.
+        for embedding in dict.fromkeys([self.src_embed, self.tgt_embed]):
             init_embedding_(embedding, std=D**-0.5)
 
     def max_positions(self) -> int:
         return self.config.max_positions
 
     def _embed(self, embedding: nn.Embedding, ids: Tensor, offset: int) -> Tensor:
-        """(B, T, D) scaled embeddings plus the positions offset .. offset+T-1, with dropout (Section 5.4)."""
-        end = offset + ids.size(1)
-        if end > self.positions.size(0):
-            raise ValueError(f"a sequence of {end} positions exceeds max_positions={self.positions.size(0)}")
-        return self.dropout(embedding(ids) * self.embed_scale + self.positions[offset:end])
+        """(B, T, D) scaled embeddings plus the positions offset .. offset+T-1 (unless positions are not
+        added), with dropout (Section 5.4)."""
+        end, limit = offset + ids.size(1), self.config.max_positions
+        if end > limit:
+            raise ValueError(f"a sequence of {end} positions exceeds max_positions={limit}")
+        x = embedding(ids) * self.embed_scale
+        if self.positions is not None:
+            x = x + self.positions(offset, ids.size(1))
+        return self.dropout(x)
+
+    def _rotation(self, offset: int, length: int) -> Rotation | None:
+        """Rotary positions offset .. offset+length-1 for self-attention, or None without rotary positions."""
+        return None if self.rotary is None else self.rotary.rotation(offset, length)
 
     def logits(self, states: Tensor) -> Tensor:
         """Output logits (B, T, V) of decoder states (B, T, D): the closing LayerNorm of a pre-norm stack,
@@ -298,12 +231,17 @@ class Transformer(Seq2Seq):
         states = self.decoder_norm(states)
         return self.project(states) if self.project is not None else F.linear(states, self.tgt_embed.weight)
 
-    def encode(self, src: Tensor, src_lengths: Tensor) -> TransformerEncoded:
+    def encode(
+        self, src: Tensor, src_lengths: Tensor, maps: AttentionMaps | None = None
+    ) -> TransformerEncoded:
+        """The encoder stack; with `maps`, each layer's self-attention weights are spelled out and collected
+        in `maps.encoder` (the `attention_maps` pass; the same states)."""
         pad_mask = source_pad_mask(src)  # (B, S) True at padding
         mask = attend_mask(pad_mask)
         x = self._embed(self.src_embed, src, 0)  # (B, S, D)
+        rotation = self._rotation(0, src.size(1))
         for layer in self.encoder_layers:
-            x = layer(x, mask)
+            x = layer(x, mask, rotation, maps)
         return TransformerEncoded(memory=self.encoder_norm(x), pad_mask=pad_mask)
 
     def start(self, encoded: TransformerEncoded) -> TransformerState:
@@ -319,27 +257,51 @@ class Transformer(Seq2Seq):
         )
 
     def decoder_states(
-        self, tgt_in: Tensor, cross_keys: list[Tensor], cross_values: list[Tensor], pad_mask: Tensor
+        self,
+        tgt_in: Tensor,
+        cross_keys: list[Tensor],
+        cross_values: list[Tensor],
+        pad_mask: Tensor,
+        maps: AttentionMaps | None = None,
     ) -> Tensor:
         """The decoder stack over all positions of `tgt_in` (B, T) at once, each hiding its future (teacher
         forcing): states (B, T, D) before `logits`. `cross_keys` and `cross_values` hold each layer's
         (B, H, S, Dh) keys and values of the encoder output (`CrossAttention.keys_values`); `pad_mask` (B, S)
-        is True at source padding."""
+        is True at source padding. `maps` collects the self- and cross-attention weights, spelled out."""
         mask = attend_mask(pad_mask)
         x = self._embed(self.tgt_embed, tgt_in, 0)  # (B, T, D)
+        rotation = self._rotation(0, tgt_in.size(1))
         for index, layer in enumerate(self.decoder_layers):
-            x = layer(x, cross_keys[index], cross_values[index], mask)
+            x = layer(x, cross_keys[index], cross_values[index], mask, rotation, maps)
         return x
 
-    def forward(self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor) -> Tensor:
-        encoded = self.encode(src, src_lengths)
+    def forward(
+        self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor, maps: AttentionMaps | None = None
+    ) -> Tensor:
+        """Teacher-forced logits (B, T, V). With `maps` (empty lists), every attention is computed
+        explicitly instead of through SDPA and its weights are appended to `maps` (see `attention_maps`)."""
+        encoded = self.encode(src, src_lengths, maps)
         cross = [layer.cross_attn.keys_values(encoded.memory) for layer in self.decoder_layers]
-        states = self.decoder_states(tgt_in, [k for k, _ in cross], [v for _, v in cross], encoded.pad_mask)
+        states = self.decoder_states(
+            tgt_in, [k for k, _ in cross], [v for _, v in cross], encoded.pad_mask, maps
+        )
         return self.logits(states)  # (B, T, V)
+
+    def attention_maps(self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor) -> AttentionMaps:
+        """One teacher-forced pass with every weight spelled out: per layer, the encoder self-attention
+        (B, H, S, S), the decoder's masked self-attention (B, H, T, T) and the cross-attention (B, H, T, S),
+        float32, with the model's own scaling and positions (its hidden states are those of `forward`).
+
+        The model's own alignment, `state.attention` of decoding, is `cross[self.alignment_layer].mean(1)`.
+        """
+        maps = AttentionMaps()
+        self.forward(src, src_lengths, tgt_in, maps)
+        return maps
 
     def step(self, prev: Tensor, state: TransformerState) -> tuple[Tensor, TransformerState]:
         position = state.self_keys[0].size(2)  # tokens fed before this one
         x = self._embed(self.tgt_embed, prev[:, None], position)  # (B, 1, D)
+        rotation = self._rotation(position, 1)
         mask = attend_mask(state.pad_mask)
         keys, values, attention = [], [], None
         for index, layer in enumerate(self.decoder_layers):
@@ -352,6 +314,7 @@ class Transformer(Seq2Seq):
                 mask,
                 need_weights=index == self.alignment_layer,
                 one_query_sdpa=self.one_query_sdpa,
+                rotation=rotation,
             )
             keys.append(k)
             values.append(v)
@@ -359,3 +322,20 @@ class Transformer(Seq2Seq):
                 attention = weights[:, :, 0].mean(dim=1)  # (B, S)
         log_probs = self.logits(x)[:, 0].float().log_softmax(dim=-1)  # (B, V)
         return log_probs, replace(state, self_keys=keys, self_values=values, attention=attention)
+
+
+# Importable from here as before (tests, the benchmark): the attention pieces and the sinusoids moved out.
+__all__ = [
+    "CrossAttention",
+    "DecoderLayer",
+    "EncoderLayer",
+    "SelfAttention",
+    "Transformer",
+    "TransformerEncoded",
+    "TransformerState",
+    "attend",
+    "attend_mask",
+    "merge_heads",
+    "sinusoids",
+    "split_heads",
+]
