@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -83,6 +84,45 @@ def translate(
         ),
     ] = None,
     max_plots: Annotated[int, typer.Option(help="Attention plots for the first N lines only.")] = 50,
+    attention_kind: Annotated[
+        str | None,
+        typer.Option(
+            help="With --attention-plot, which attention: cross (the decoder's over the source: source "
+            "pieces across, target pieces down), encoder (self-attention, source pieces on both axes) or "
+            "decoder (self-attention over what the decoder read, <s> and the translation, on both axes).",
+            metavar="cross|encoder|decoder",
+            show_default="cross",
+        ),
+    ] = None,
+    attention_layer: Annotated[
+        str | None,
+        typer.Option(
+            help="With --attention-plot: layer N (from 1, nearest the embeddings), last, or all (one panel "
+            "per layer).",
+            metavar="N|last|all",
+            show_default="last",
+        ),
+    ] = None,
+    attention_head: Annotated[
+        str | None,
+        typer.Option(
+            help="With --attention-plot: mean (of the layer's heads), all (one small map per head; with "
+            "--attention-layer all, a grid of layers x heads), or head N (from 1).",
+            metavar="mean|all|N",
+            show_default="mean",
+        ),
+    ] = None,
+    attention_token: Annotated[
+        str | None,
+        typer.Option(
+            help="With --attention-plot: draw one query token's weights over every key as lines instead of "
+            "heatmaps. TOKEN names a query, a row of the heatmap: a number N is the N-th row (from 1; rows "
+            "are the source pieces + </s> for encoder, the translation's pieces + </s> for cross, <s> + the "
+            "translation's pieces for decoder); anything else is a word (all its pieces) or a piece. Every "
+            "plotted line must contain it (for encoder it is checked before translating).",
+            metavar="TOKEN",
+        ),
+    ] = None,
 ) -> None:
     """Translate text with a trained checkpoint: one output line per input line, in order.
 
@@ -93,13 +133,13 @@ def translate(
     # deferred: the library (torch, matplotlib) loads only when the command runs, so `nmt --help` is quick
     from nmt.decoding.translation import (
         CHUNK_LINES,
+        attention_inventory,
         check_decode_config,
         load_translator,
         translate_stream,
         translate_to_file,
     )
     from nmt.devices import resolve_device
-    from nmt.errors import UserError
     from nmt.files import check_writable, iter_lines, stream_lines
 
     given = {
@@ -116,6 +156,7 @@ def translate(
     # An output that cannot be written is found now, not after the whole input has been translated.
     if output_path != STDIO:
         check_writable(output_path)
+    view = _attention_view(attention_plot, attention_kind, attention_layer, attention_head, attention_token)
     if attention_plot is not None:
         check_writable(attention_plot / "0001.png")
     # A file is checked whole now (a bad byte half-way fails before anything is translated); stdin streams.
@@ -124,24 +165,23 @@ def translate(
     )
     target = resolve_device(device)
     model, ckpt = load_translator(checkpoint, target)
-    if attention_plot is not None and not model.has_attention:
-        raise UserError(
-            "--attention-plot needs a model with attention: the rnn model reads the source as one fixed "
-            "vector (use an rnnsearch or transformer checkpoint, or leave out --attention-plot)"
-        )
     interactive = input_path == STDIO and sys.stdin.isatty()
+    if view is not None:
+        view.check(attention_inventory(model, target))  # a kind, layer or head the model lacks: refused now
+        if view.token is not None and view.queries_are_source and not interactive:
+            lines = _source_token_checked(view, model, ckpt.tokenizers, lines, max_plots)
     if interactive:
         typer.echo("Type a sentence and press Enter (Ctrl-D ends).", err=True)
     plots = []
 
     def draw(translation) -> None:
         """The attention of the first --max-plots lines that are not empty, as DIR/0001.png, ..."""
-        if attention_plot is not None and translation.attention is not None:
+        if attention_plot is not None and translation.attention_maps is not None:
             from nmt.plots import plot_translation_attention  # deferred: matplotlib, only for plots
 
             attention_plot.mkdir(parents=True, exist_ok=True)
             plots.append(attention_plot / f"{translation.index + 1:04d}.png")
-            plot_translation_attention(translation, plots[-1])
+            plot_translation_attention(translation, plots[-1], view)
 
     def run(out):
         return translate_stream(
@@ -152,6 +192,7 @@ def translate(
             config,
             target,
             attention_lines=max_plots if attention_plot is not None else 0,
+            check_attention=view.check_translation if view is not None else None,
             on_translation=draw,
             chunk_size=1 if interactive else CHUNK_LINES,
         )
@@ -165,3 +206,39 @@ def translate(
         + (f"; {len(plots)} attention plots in {attention_plot}" if plots else ""),
         err=True,
     )
+
+
+def _attention_view(plot_dir, kind, layer, head, token):
+    """The `nmt.plots.AttentionView` of the --attention-* options, or None without --attention-plot (where
+    any of them is an error: it would silently draw nothing)."""
+    from nmt.errors import UserError  # deferred with the rest of the library (see `translate`)
+
+    options = {
+        "--attention-kind": kind,
+        "--attention-layer": layer,
+        "--attention-head": head,
+        "--attention-token": token,
+    }
+    if plot_dir is None:
+        given = [name for name, value in options.items() if value is not None]
+        if given:
+            raise UserError(f"{given[0]} chooses what --attention-plot DIR draws: give --attention-plot too")
+        return None
+    from nmt.plots import AttentionView  # deferred: matplotlib, only for plots
+
+    return AttentionView.parse(kind, layer, head, token)
+
+
+def _source_token_checked(view, model, tokenizers, lines, max_plots):
+    """`lines`, after checking that every line to plot holds --attention-token among its source pieces:
+    read ahead (a file or a pipe, never a prompt) so that a missing token stops before any translation."""
+    # deferred: torch and matplotlib, loaded only when the command plots (see `translate`)
+    from nmt.decoding.translation import source_pieces
+    from nmt.plots import attention_axes
+
+    first = list(itertools.islice(lines, max(0, max_plots)))
+    for number, pieces in enumerate(source_pieces(model, tokenizers, first), start=1):
+        if pieces:  # an empty line is not plotted
+            queries, _ = attention_axes(view.kind, pieces, [])
+            view.query_rows(queries, number)
+    return itertools.chain(first, lines)

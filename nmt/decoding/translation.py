@@ -4,7 +4,7 @@
 `nmt translate` command, `translate_with_checkpoint` for `nmt eval`): it streams any number of lines with
 bounded memory, in chunks of `chunk_size` lines, and yields exactly one `Translation` per input line, in input
 order. Reading the input (nmt.files) and drawing attention (nmt.plots) are the caller's job: a caller asks for
-the attention of the first lines and receives each `Translation`.
+the attention maps of the first lines and receives each `Translation`.
 
 - Lines are normalised as `nmt prepare` normalises corpora (`nmt.data.corpus.normalize`: NFC, one space for
   any run of whitespace), then encoded with the checkpoint's source SentencePiece model.
@@ -15,6 +15,9 @@ the attention of the first lines and receives each `Translation`.
   that beam search runs).
 - A batch that runs out of GPU memory anyway is translated in halves (nmt/memory.py); a line that does not
   fit even alone is left empty, with a warning that names it, and the rest of the input is still translated.
+- Attention is never computed by the search: for the lines that ask for it, the best hypothesis is read back
+  through the model once (`Seq2Seq.attention_maps`, teacher forcing), so translating without plots costs
+  nothing extra and a plot gets every map the model has (`sentence_attention`).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import IO
 
@@ -34,15 +37,16 @@ from torch import Tensor
 
 from nmt.checkpoint import Checkpoint, load_checkpoint
 from nmt.config import DecodeConfig
-from nmt.data.batching import length_batches, pad_sources
+from nmt.data.batching import length_batches, pad_sources, pad_targets
 from nmt.data.corpus import normalize, one_line
+from nmt.data.special import UNK_ID
 from nmt.data.tokenizer import TokenizerPair
 from nmt.decoding.search import Hypothesis, beam_search, source_limits
 from nmt.devices import resolve_device
 from nmt.errors import UserError
 from nmt.files import atomic_write
 from nmt.memory import run_in_pieces
-from nmt.models.base import Seq2Seq
+from nmt.models.base import AttentionMaps, Seq2Seq
 
 logger = logging.getLogger(__name__)
 
@@ -68,8 +72,20 @@ class Translation:
     hypotheses: list[ScoredText]  # the n-best list, best first (empty for an empty line)
     source_pieces: list[str]  # the subwords the model saw (after truncation), without EOS
     target_pieces: list[str]  # the subwords of the best translation, without EOS
-    attention: Tensor | None  # (len(target_pieces) + 1, len(source_pieces) + 1), EOS last; None unless asked
+    # Every attention map of the best translation (`sentence_attention`), None unless asked. With S =
+    # len(source_pieces) + 1 and T = len(target_pieces) + 1 (the EOS, or the BOS, counted): cross (1, heads,
+    # T, S) rows = target pieces + EOS; encoder (1, heads, S, S); decoder (1, heads, T, T) over BOS + pieces.
+    attention_maps: AttentionMaps | None = None
     truncated: bool = False  # the source was longer than the model can take and was cut
+
+    @property
+    def attention(self) -> Tensor | None:
+        """The cross-attention of the last decoder layer, mean over heads: (len(target_pieces) + 1,
+        len(source_pieces) + 1), EOS last on both sides (with the default `alignment_layer`, what decoding
+        exposes as `state.attention`); None without maps."""
+        if self.attention_maps is None or not self.attention_maps.cross:
+            return None
+        return self.attention_maps.cross[-1][0].mean(dim=0)
 
 
 @dataclass
@@ -127,6 +143,46 @@ def load_translator(path: Path, device: torch.device) -> tuple[Seq2Seq, Checkpoi
 
 
 # ------------------------------------------------------------------------------------------------------------
+# Attention maps
+
+ATTENTION_KINDS = tuple(field.name for field in fields(AttentionMaps))  # cross, encoder, decoder
+
+
+@torch.no_grad()
+def sentence_attention(
+    model: Seq2Seq, source_ids: list[int], target_ids: list[int], device: torch.device | str
+) -> AttentionMaps:
+    """Every attention map of one translation: `target_ids` (without BOS/EOS) read back through the model as
+    the translation of `source_ids` (without EOS), by teacher forcing (`Seq2Seq.attention_maps`).
+
+    The model reads tgt_in = BOS + target_ids, so the len(target_ids) + 1 query rows of a cross map are the
+    queries that produced each target piece and then the EOS: the layout of the search's `state.attention`.
+    A batch of one sentence: nothing is padded, so nothing needs cutting. Float32, on the CPU.
+    """
+    src, src_lengths = pad_sources([source_ids])
+    tgt_in, _ = pad_targets([target_ids])
+    maps = model.attention_maps(src.to(device), src_lengths.to(device), tgt_in.to(device))
+    return AttentionMaps(
+        **{kind: [layer.float().cpu() for layer in getattr(maps, kind)] for kind in ATTENTION_KINDS}
+    )
+
+
+def attention_inventory(model: Seq2Seq, device: torch.device | str) -> dict[str, tuple[int, int]]:
+    """The attention maps `model` has: kind -> (layers, heads), only for the kinds it has at all.
+
+    Read from the maps of a dummy sentence (one unknown word, an empty translation), so that options asking
+    for a kind, layer or head the model lacks are refused before anything is translated, without asking
+    which architecture the model is. A kind's head count is the smallest of its layers'.
+    """
+    maps = sentence_attention(model, [UNK_ID], [], device)
+    return {
+        kind: (len(layers), min(layer.size(1) for layer in layers))
+        for kind in ATTENTION_KINDS
+        if (layers := getattr(maps, kind))
+    }
+
+
+# ------------------------------------------------------------------------------------------------------------
 # Translating
 
 
@@ -138,28 +194,49 @@ def translate_lines(
     device: torch.device | str,
     *,
     attention_lines: int = 0,
+    check_attention: Callable[[Translation], None] | None = None,
     chunk_size: int = CHUNK_LINES,
 ) -> Iterator[Translation]:
     """Translate `lines` (raw text), yielding one `Translation` per line in input order.
 
     Reads `chunk_size` lines at a time, so memory stays bounded however long the input is; `chunk_size=1`
-    answers each line as soon as it is read (interactive use). The first `attention_lines` lines keep the
-    best hypothesis's attention (models with `has_attention` only); the others have `attention=None`.
+    answers each line as soon as it is read (interactive use). Of the first `attention_lines` lines, those
+    with a translation keep every attention map of it (`sentence_attention`, computed after the search, for
+    those lines only, each just before it is yielded so that one sentence's maps are alive at a time); the
+    others have `attention_maps=None`. `check_attention` sees each translation that gets maps (its text and
+    pieces, not yet the maps) before any line of its chunk is yielded, so that it can refuse one (raise)
+    before anything is written.
     """
     check_decode_config(config)
-    if attention_lines > 0 and not model.has_attention:
-        raise UserError(
-            "this model has no attention over the source to return (model.has_attention is False)"
-        )
+    if attention_lines > 0 and not attention_inventory(model, device):
+        raise UserError("this model has no attention maps to return (Seq2Seq.attention_maps is empty)")
     max_source, max_output = source_limits(model)
     iterator = iter(lines)
     offset = 0
     while chunk := list(itertools.islice(iterator, chunk_size)):
         keep = max(0, min(len(chunk), attention_lines - offset))  # lines of this chunk that keep attention
-        yield from _translate_chunk(
+        translations, plotted = _translate_chunk(
             model, tokenizers, chunk, offset, config, torch.device(device), keep, max_source, max_output
         )
+        for i in plotted if check_attention is not None else ():
+            check_attention(translations[i])
+        for i, translation in enumerate(translations):
+            if i in plotted:
+                translation.attention_maps = sentence_attention(model, *plotted[i], device)
+            yield translation
         offset += len(chunk)
+
+
+def _encode_sources(tokenizers: TokenizerPair, lines: list[str]) -> list[list[int]]:
+    """Source ids of `lines`, normalised as `nmt prepare` normalises corpora (not yet cut to the model)."""
+    return tokenizers.source.encode_batch([normalize(line) for line in lines])
+
+
+def source_pieces(model: Seq2Seq, tokenizers: TokenizerPair, lines: list[str]) -> list[list[str]]:
+    """The source subwords `model` will read for each line, without EOS, cut as a long line is cut: each
+    translation's `source_pieces`, known before translating (to check options that name a source word)."""
+    max_source, _ = source_limits(model)
+    return [tokenizers.source.id_to_piece(ids[:max_source]) for ids in _encode_sources(tokenizers, lines)]
 
 
 def _translate_chunk(
@@ -172,10 +249,12 @@ def _translate_chunk(
     attention_lines: int,
     max_source: int,
     max_output: int | None,
-) -> list[Translation]:
-    """Translate the lines of one chunk (`offset` is the index of its first line in the whole input); its
-    first `attention_lines` lines keep their attention."""
-    source_ids = tokenizers.source.encode_batch([normalize(line) for line in chunk])
+) -> tuple[list[Translation], dict[int, tuple[list[int], list[int]]]]:
+    """Translate the lines of one chunk (`offset` is the index of its first line in the whole input).
+
+    Returns the translations (without attention maps) and, for those of the first `attention_lines` lines
+    that have a translation, {index in the chunk: (source ids, best hypothesis ids)} to compute maps from."""
+    source_ids = _encode_sources(tokenizers, chunk)
     truncated = [False] * len(chunk)
     for i, ids in enumerate(source_ids):
         if len(ids) > max_source:
@@ -204,7 +283,6 @@ def _translate_chunk(
             max_len_a=config.max_len_a,
             max_len_b=config.max_len_b,
             max_output_len=max_output,
-            return_attention=attention_lines > 0,
         )
 
     def does_not_fit(row: int) -> list[Hypothesis]:
@@ -236,11 +314,11 @@ def _translate_chunk(
                 hypotheses=texts,
                 source_pieces=tokenizers.source.id_to_piece(source_ids[i]),
                 target_pieces=tokenizers.target.id_to_piece(best.tokens) if best else [],
-                attention=best.attention if best and i < attention_lines else None,
                 truncated=truncated[i],
             )
         )
-    return translations
+    plotted = {i: (source_ids[i], hypotheses[i][0].tokens) for i in range(attention_lines) if hypotheses[i]}
+    return translations, plotted
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -273,6 +351,7 @@ def translate_stream(
     device: torch.device | str,
     *,
     attention_lines: int = 0,
+    check_attention: Callable[[Translation], None] | None = None,
     on_translation: Callable[[Translation], None] | None = None,
     chunk_size: int = CHUNK_LINES,
 ) -> TranslationReport:
@@ -280,12 +359,20 @@ def translate_stream(
     when `config.nbest > 1`.
 
     `on_translation` receives each `Translation` once its text is written (the first `attention_lines`
-    lines with their attention, e.g. for `nmt.plots.plot_translation_attention`).
+    lines with their attention maps, e.g. for `nmt.plots.plot_translation_attention`); `check_attention`
+    is `translate_lines`'s, to refuse a line's maps before anything of its chunk is written.
     """
     started = time.perf_counter()
     sentences = source_tokens = target_tokens = 0
     for translation in translate_lines(
-        model, tokenizers, lines, config, device, attention_lines=attention_lines, chunk_size=chunk_size
+        model,
+        tokenizers,
+        lines,
+        config,
+        device,
+        attention_lines=attention_lines,
+        check_attention=check_attention,
+        chunk_size=chunk_size,
     ):
         out.write(format_nbest(translation, config.nbest) if config.nbest > 1 else translation.text + "\n")
         if chunk_size == 1:
@@ -327,12 +414,16 @@ def translate_with_checkpoint(
 
 
 __all__ = [
+    "ATTENTION_KINDS",
     "ScoredText",
     "Translation",
     "TranslationReport",
+    "attention_inventory",
     "check_decode_config",
     "format_nbest",
     "load_translator",
+    "sentence_attention",
+    "source_pieces",
     "translate_lines",
     "translate_stream",
     "translate_to_file",
