@@ -1,4 +1,5 @@
-"""`nmt eval`: sacreBLEU scores overall and by source sentence length, with bootstrap intervals."""
+"""`nmt eval`: sacreBLEU scores overall and by source sentence length, with bootstrap intervals; with gold
+word alignments, the alignment error rate of each model's attention."""
 
 from __future__ import annotations
 
@@ -44,6 +45,15 @@ def evaluate(
         ),
     ] = None,
     beam: Annotated[int | None, typer.Option(help="Beam size for --checkpoint translation.")] = None,
+    alignment: Annotated[
+        Path | None,
+        typer.Option(
+            help="Gold word alignments of --source and --reference, one Pharaoh line per line ('i-j': "
+            "source word i, target word j, from 0; 'ipj': a possible link), e.g. the text/test.align of a "
+            "prepared synthetic corpus. Each --checkpoint with attention is then scored by the alignment "
+            "error rate of its attention (n/a for one without).",
+        ),
+    ] = None,
     device: Annotated[
         str, typer.Option(help="Device for --checkpoint translation: auto, cpu, cuda...")
     ] = "auto",
@@ -77,6 +87,13 @@ def evaluate(
     baseline: Annotated[
         str | None, typer.Option(help="Test every system against this one.", show_default="every pair")
     ] = None,
+    compare: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="SYSTEM=BASELINE",
+            help="Test only this pair (instead of --baseline or every pair). Repeatable.",
+        ),
+    ] = None,
     alpha: Annotated[
         float | None,
         typer.Option(
@@ -102,7 +119,8 @@ def evaluate(
     ] = None,
 ) -> None:
     """Score systems against a reference: BLEU and chrF (sacreBLEU) overall and by source length in words,
-    with bootstrap confidence intervals and paired significance tests (Koehn 2004; docs/statistics.md)."""
+    with bootstrap confidence intervals and paired significance tests (Koehn 2004; docs/statistics.md), and,
+    given gold word alignments, how well each model's attention aligns (AER, Och and Ney 2003)."""
     # deferred: the library (sacreBLEU, matplotlib) loads only when the command runs, so `nmt --help` is quick
     from nmt.cli import eval_inputs
     from nmt.config import DecodeConfig, EvalConfig
@@ -116,6 +134,7 @@ def evaluate(
         "seed": seed,
         "tokenize": tokenize.value if tokenize is not None else None,
         "baseline": baseline,
+        "compare": tuple(compare) if compare else None,
         "alpha": alpha,
         "correction": correction,
     }
@@ -124,8 +143,12 @@ def evaluate(
     for output in (json, csv, plot):  # found now, not after translating and scoring
         if output is not None:
             check_writable(output)
-    data = eval_inputs.load_test_set(source, reference, system or [], checkpoint or [], decode, device)
-    report = evaluate_systems(data.sources, data.references, data.systems, config)
+    data = eval_inputs.load_test_set(
+        source, reference, system or [], checkpoint or [], decode, device, alignment=alignment
+    )
+    report = evaluate_systems(
+        data.sources, data.references, data.systems, config, data.gold_alignments, data.alignments
+    )
     typer.echo(report.format_table())
     if json is not None:
         write_json(report, json)

@@ -149,6 +149,7 @@ class EvalConfig:
     tokenize: str = "13a"  # sacreBLEU's BLEU tokenizer
     ter: bool = False  # also compute TER (slower: an edit distance per sentence)
     baseline: str | None = None  # compare every system with this one; None compares every pair
+    compare: tuple[str, ...] = ()  # "SYSTEM=BASELINE" pairs to test, instead of baseline or every pair
     alpha: float = 0.05  # significance level of the paired tests (after the correction, when there is one)
     correction: Correction = Correction.none  # for multiple comparisons
 

@@ -95,6 +95,14 @@ def test_ter_and_baseline_options(files):
     assert "good - bad" in result.stdout
 
 
+def test_compare_option_tests_the_named_pairs_only(files):
+    extra = ("--system", f"copy={files['ref']}", "--bootstrap", "50", "--compare", "good=bad")
+    result = run_nmt(*eval_args(files, *extra))
+    assert result.exit_code == 0, result.stderr
+    assert "good - bad" in result.stdout
+    assert "copy - " not in result.stdout and "- copy" not in result.stdout
+
+
 def test_alpha_and_holm_correction_options(files, tmp_path):
     """The table says how many comparisons it makes; --correction holm adjusts their p-values, which the JSON
     keeps beside the raw ones, and --alpha sets the level of the * marks."""
@@ -147,6 +155,7 @@ def test_line_count_mismatch_names_files_and_counts(files, tmp_path):
         "buckets",
         "no_system",
         "baseline",
+        "compare",
         "reference",
         "alpha",
         "correction",
@@ -167,6 +176,7 @@ def test_bad_inputs_exit_2_with_one_clear_line(files, tmp_path, case):
         "buckets": (["--system", f"a={good}", "--buckets", "0,20,10"], "increasing"),
         "no_system": ([], "--system"),
         "baseline": (["--system", f"a={good}", "--baseline", "b"], "baseline 'b'"),
+        "compare": (["--system", f"a={good}", "--compare", "a=b"], "--compare names 'b'"),
         "reference": (["--system", f"a={good}", "-r", str(empty)], "empty"),
         "alpha": (["--system", f"a={good}", "--alpha", "1.5"], "alpha must be between 0 and 1"),
         "correction": (["--system", f"a={good}", "--correction", "bonferroni"], "holm"),
@@ -174,6 +184,33 @@ def test_bad_inputs_exit_2_with_one_clear_line(files, tmp_path, case):
     if "-r" not in args:
         args = ["-r", str(ref), *args]
     result = run_nmt("eval", "-s", src, *args)
+    assert result.exit_code == 2
+    assert expected in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        ("short", "short.align has 119"),
+        ("syntax", "syntax.align line 2: '0:1' is not a link"),
+        ("outside", "outside.align line 2: link 99-0 is outside the sentence pair"),
+        ("no_sure", "has no sure links"),
+        ("missing", "nope.align"),
+    ],
+)
+def test_a_bad_alignment_file_exits_2_before_any_model_is_loaded(files, tmp_path, case, expected):
+    sources = files["src"].read_text(encoding="utf-8").split("\n")[:-1]
+    diagonal = [" ".join(f"{i}-{i}" for i in range(min(len(line.split()), 1))) for line in sources]
+    path = {
+        "short": write_lines(tmp_path / "short.align", diagonal[:-1]),
+        "syntax": write_lines(tmp_path / "syntax.align", [diagonal[0], "0:1", *diagonal[2:]]),
+        "outside": write_lines(tmp_path / "outside.align", [diagonal[0], "99-0", *diagonal[2:]]),
+        "no_sure": write_lines(tmp_path / "none.align", ["0p0" if line else "" for line in diagonal]),
+        "missing": tmp_path / "nope.align",
+    }[case]
+    # The checkpoint does not exist: an error about the alignment shows that it came before any loading.
+    result = run_nmt(*eval_args(files, "--alignment", path, "--checkpoint", f"m={tmp_path / 'none.pt'}"))
     assert result.exit_code == 2
     assert expected in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1

@@ -345,6 +345,25 @@ def test_baseline_compares_every_system_with_it_in_every_slice(data):
         evaluate_systems(sources, references, systems, EvalConfig(baseline="nope"))
 
 
+def test_compare_tests_only_the_pairs_it_names(data):
+    sources, references, systems = data
+    config = EvalConfig(bootstrap_samples=50, compare=("good=bad", "perfect=good", "good=bad"))
+    report = evaluate_systems(sources, references, systems, config)
+    assert list(dict.fromkeys((c.baseline, c.system) for c in report.comparisons)) == [
+        ("bad", "good"),
+        ("good", "perfect"),
+    ]
+    for compare, message in [
+        (("good",), "SYSTEM=BASELINE"),
+        (("good=nope",), "'nope'"),
+        (("good=good",), "itself"),
+    ]:
+        with pytest.raises(UserError, match=message):
+            evaluate_systems(sources, references, systems, EvalConfig(compare=compare))
+    with pytest.raises(UserError, match="not both"):
+        evaluate_systems(sources, references, systems, EvalConfig(compare=("good=bad",), baseline="bad"))
+
+
 def test_paired_p_value_counts_resamples_against_the_observed_sign():
     """The counts of Koehn's test are unchanged (2 of 4 resamples against a positive delta, 3 of 4 against a
     negative one, ties against the winner); the p-values now carry the +1 correction, (c + 1) / (n + 1), and

@@ -82,6 +82,15 @@ def test_alignment_is_one_to_one_and_lemma_preserving(aligned):
             assert TARGET_WORDS[target[j]].lemma == SOURCE_WORDS[source[i]].lemma
 
 
+def test_links_are_the_alignment_as_source_target_pairs_in_source_order(aligned):
+    for pair in aligned[:500]:
+        links = pair.links()
+        assert links == sorted(links)
+        assert [i for i, _ in links] == list(range(len(pair.source.split())))  # every source word once
+        assert sorted(j for _, j in links) == list(range(len(pair.target.split())))  # every target word once
+        assert all(pair.alignment[j] == i for i, j in links)
+
+
 def test_adjectives_follow_the_noun_in_the_target(aligned):
     swapped = 0
     for pair in aligned:

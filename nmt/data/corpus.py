@@ -1,11 +1,12 @@
 """Reading parallel corpora, cleaning them, and carving dev/test splits.
 
-Three kinds of input give the same thing, a `ParallelText` per split:
+Two kinds of input give the same thing, a `ParallelText` per split:
 
 - line-aligned files `<prefix>.<lang>` or `<prefix>.<lang>.gz` (fairseq's convention);
 - a `datasets` dataset: a Hugging Face hub id, a directory written by `save_to_disk`, or a local
-  JSON/JSONL/CSV/Parquet file, with either a `translation: {lang: text}` column or one column per language;
-- the embedded synthetic language pair (`nmt.data.synthetic`).
+  JSON/JSONL/CSV/Parquet file, with either a `translation: {lang: text}` column or one column per language.
+
+(The embedded synthetic pair is generated with its word alignments by `nmt.data.preparation.synthetic_text`.)
 
 Every split remembers where it came from (`origin`, a JSON-friendly dict for the manifest). The text is kept
 exactly as read; `normalize` gives the cleaned form that is encoded.
@@ -22,7 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nmt.data import synthetic
 from nmt.errors import UserError
 from nmt.files import read_lines
 
@@ -273,20 +273,6 @@ def _columns(dataset, name: str, source_lang: str, target_lang: str) -> tuple[li
         column = pc.struct_field(table.column(layout), lang) if layout else table.column(lang)
         out.append(["" if value is None else str(value) for value in column.to_pylist()])
     return out[0], out[1]
-
-
-# ------------------------------------------------------------------------------------------------------------
-# The synthetic corpus
-
-
-def synthetic_corpus(size: int, seed: int) -> tuple[ParallelText, str, str]:
-    """`size` generated pairs of the embedded language pair, with its (source, target) language codes."""
-    if size < 1:
-        raise UserError(f"--synthetic-size must be positive (got {size})")
-    pairs = synthetic.generate_pairs(size, seed)
-    origin = {"kind": "synthetic", "size": size, "seed": seed}
-    text = ParallelText([s for s, _ in pairs], [t for _, t in pairs], origin)
-    return text, synthetic.SOURCE_LANG, synthetic.TARGET_LANG
 
 
 # ------------------------------------------------------------------------------------------------------------

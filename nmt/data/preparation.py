@@ -10,6 +10,10 @@ pairs were read and how many each step removed, so that `read == kept + sum(remo
 Everything is built in memory and written by `write_prepared` into a temporary directory beside `out`, which
 is renamed into place only when complete: a failed run leaves nothing behind, and `force` replaces an old
 directory only at the end.
+
+A corpus that comes with gold word alignments (the synthetic pair, derived with them) carries each pair's
+alignment, as a Pharaoh line, through every step with its pair, and `write_prepared` writes them beside the
+text (text/{split}.align). Other corpora carry None, at no cost.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from tqdm.auto import tqdm
 
 from nmt import __version__
 from nmt.config import SYNTHETIC_DATASET, PrepareConfig, to_dict
+from nmt.data import synthetic
 from nmt.data.corpus import (
     FilterStep,
     ParallelText,
@@ -41,9 +46,8 @@ from nmt.data.corpus import (
     one_line,
     read_dataset,
     read_parallel_files,
-    synthetic_corpus,
 )
-from nmt.data.prepared import MANIFEST_FILE, SPLITS, EncodedSplit, write_prepared
+from nmt.data.prepared import MANIFEST_FILE, SPLITS, EncodedSplit, alignment_line, write_prepared
 from nmt.data.tokenizer import (
     SentencePieceSettings,
     Tokenizer,
@@ -91,10 +95,38 @@ class _Split:
     clean: ParallelText  # normalised (what is encoded)
     read: int
     steps: list[FilterStep] = field(default_factory=list)
+    # Each pair's gold word alignment (a Pharaoh line), for a corpus that has them.
+    alignments: list[str] | None = None
 
-    def keep(self, indices: list[int], step: FilterStep) -> None:
+    def keep(self, indices: list[int], step: FilterStep | None = None) -> None:
+        """Keep the pairs `indices` (text and alignments alike), and count them as `step` removed the rest."""
         self.raw, self.clean = self.raw.select(indices), self.clean.select(indices)
-        self.steps.append(step)
+        self.alignments = _selected(self.alignments, indices)
+        if step is not None:
+            self.steps.append(step)
+
+    def subset(self, indices: list[int], origin: dict[str, Any]) -> _Split:
+        """A new split of the pairs `indices` (a carved dev or test set)."""
+        return _Split(
+            self.raw.select(indices, origin),
+            self.clean.select(indices, origin),
+            len(indices),
+            alignments=_selected(self.alignments, indices),
+        )
+
+
+def _selected(lines: list[str] | None, indices: list[int]) -> list[str] | None:
+    return None if lines is None else [lines[i] for i in indices]
+
+
+@dataclass
+class Inputs:
+    """What `read_inputs` found: the text of each split and the language pair."""
+
+    splits: dict[str, ParallelText | None]  # None: a split to carve from train
+    alignments: dict[str, list[str]]  # the gold word alignments of the splits that come with them
+    source_lang: str
+    target_lang: str
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -109,8 +141,11 @@ def prepare_data(config: PrepareConfig, out: Path, force: bool = False) -> Prepa
     _check_out(out, force)
     check_writable(out, is_file=False)  # fail before the work, not after it
 
-    raw, source_lang, target_lang = read_inputs(config)
-    splits = {name: _normalized(text, name) for name, text in raw.items()}
+    inputs = read_inputs(config)
+    source_lang, target_lang = inputs.source_lang, inputs.target_lang
+    splits = {
+        name: _normalized(text, name, inputs.alignments.get(name)) for name, text in inputs.splits.items()
+    }
 
     train = splits["train"]
     _drop(train, *drop_empty(train.clean))
@@ -137,9 +172,11 @@ def prepare_data(config: PrepareConfig, out: Path, force: bool = False) -> Prepa
     keep = drop_too_long(enc.source_lens, enc.target_lens, config.max_tokens)
     train.steps.append(FilterStep("too_long", len(enc), len(keep)))
     enc = enc.select(keep)
+    train.alignments = _selected(train.alignments, keep)
     keep = drop_length_ratio(enc.source_lens, enc.target_lens, config.max_length_ratio)
     train.steps.append(FilterStep("length_ratio", len(enc), len(keep)))
     encoded["train"] = enc.select(keep)
+    train.alignments = _selected(train.alignments, keep)
     if len(encoded["train"]) == 0:
         raise UserError(
             f"no training pairs left after filtering ({_steps_text(train.steps)}); "
@@ -148,7 +185,8 @@ def prepare_data(config: PrepareConfig, out: Path, force: bool = False) -> Prepa
 
     manifest = _manifest(config, source_lang, target_lang, splits, encoded, tokenizers)
     verbatim = {name: (splits[name].raw.source, splits[name].raw.target) for name in ("dev", "test")}
-    write_prepared(out, force, manifest, verbatim, encoded, tokenizers)
+    alignments = {name: splits[name].alignments for name in SPLITS if splits[name].alignments is not None}
+    write_prepared(out, force, manifest, verbatim, encoded, tokenizers, alignments)
     logger.info("prepared %s in %.1f s", out, time.perf_counter() - started)
     return PrepareResult(out, manifest)
 
@@ -191,24 +229,25 @@ def _check_out(out: Path, force: bool) -> None:
         )
 
 
-def read_inputs(config: PrepareConfig) -> tuple[dict[str, ParallelText | None], str, str]:
-    """The train/dev/test text as read (None for a split to carve from train) and the language pair."""
+def read_inputs(config: PrepareConfig) -> Inputs:
+    """The train/dev/test text as read (None for a split to carve from train), the gold word alignments of
+    the splits that have them, and the language pair."""
     source_lang, target_lang = config.source_lang, config.target_lang
     splits: dict[str, ParallelText | None] = dict.fromkeys(SPLITS)
+    alignments: dict[str, list[str]] = {}
     if config.train_prefix is not None:
         splits["train"] = read_parallel_files(config.train_prefix, source_lang, target_lang)
     elif config.dataset == SYNTHETIC_DATASET:
-        text, synthetic_source, synthetic_target = synthetic_corpus(config.synthetic_size, config.seed)
+        pair = (synthetic.SOURCE_LANG, synthetic.TARGET_LANG)
         if source_lang is None and target_lang is None:
-            source_lang, target_lang = synthetic_source, synthetic_target
-        elif (source_lang, target_lang) == (synthetic_target, synthetic_source):  # the reverse direction
-            text = ParallelText(text.target, text.source, text.origin)
-        elif (source_lang, target_lang) != (synthetic_source, synthetic_target):
+            source_lang, target_lang = pair
+        elif (source_lang, target_lang) not in (pair, pair[::-1]):
             raise UserError(
-                f"the synthetic corpus has languages '{synthetic_source}' and '{synthetic_target}', not "
+                f"the synthetic corpus has languages '{pair[0]}' and '{pair[1]}', not "
                 f"'{source_lang}' -> '{target_lang}'; leave out --source-lang/--target-lang"
             )
-        splits["train"] = text
+        reverse = (source_lang, target_lang) == pair[::-1]
+        splits["train"], alignments["train"] = synthetic_text(config.synthetic_size, config.seed, reverse)
     else:
         found = read_dataset(
             config.dataset, config.dataset_config, config.dataset_revision, source_lang, target_lang
@@ -218,15 +257,28 @@ def read_inputs(config: PrepareConfig) -> tuple[dict[str, ParallelText | None], 
         splits["dev"] = read_parallel_files(config.dev_prefix, source_lang, target_lang)
     if config.test_prefix is not None:
         splits["test"] = read_parallel_files(config.test_prefix, source_lang, target_lang)
-    return splits, source_lang, target_lang
+    return Inputs(splits, alignments, source_lang, target_lang)
 
 
-def _normalized(text: ParallelText | None, name: str) -> _Split | None:
+def synthetic_text(size: int, seed: int, reverse: bool = False) -> tuple[ParallelText, list[str]]:
+    """`size` pairs of the synthetic corpus (`nmt.data.synthetic`) and each pair's word alignment as a
+    Pharaoh line, derived together by the grammar; `reverse` swaps the sides (Zerak -> Ulami)."""
+    if size < 1:
+        raise UserError(f"--synthetic-size must be positive (got {size})")
+    pairs = synthetic.generate_aligned(size, seed)
+    source, target = [p.source for p in pairs], [p.target for p in pairs]
+    alignments = [alignment_line(p.links(), swap=reverse) for p in pairs]
+    if reverse:
+        source, target = target, source
+    return ParallelText(source, target, {"kind": "synthetic", "size": size, "seed": seed}), alignments
+
+
+def _normalized(text: ParallelText | None, name: str, alignments: list[str] | None) -> _Split | None:
     if text is None:
         return None
     clean = ParallelText(_normalize_all(text.source, name), _normalize_all(text.target, name), text.origin)
     raw = ParallelText([one_line(s) for s in text.source], [one_line(t) for t in text.target], text.origin)
-    return _Split(raw, clean, read=len(text))
+    return _Split(raw, clean, read=len(text), alignments=alignments)
 
 
 def _normalize_all(lines: list[str], name: str) -> list[str]:
@@ -258,13 +310,11 @@ def _carve_missing(splits: dict[str, _Split | None], config: PrepareConfig) -> N
     remaining = len(train.clean)
     for name, indices in (("dev", carved.dev), ("test", carved.test)):
         if splits[name] is None:
-            splits[name] = _Split(
-                train.raw.select(indices, origin), train.clean.select(indices, origin), len(indices)
-            )
+            splits[name] = train.subset(indices, origin)
             train.steps.append(FilterStep(f"carved_{name}", remaining, remaining - len(indices)))
             remaining -= len(indices)
             logger.info("carved %d %s pairs from train (seed %d)", len(indices), name, config.seed)
-    train.raw, train.clean = train.raw.select(carved.train), train.clean.select(carved.train)
+    train.keep(carved.train)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -391,6 +441,7 @@ def _manifest(config, source_lang, target_lang, splits, encoded, tokenizers) -> 
             "source_size": source_tok.vocab_size,
             "target_size": target_tok.vocab_size,
         },
+        "alignments": [name for name in SPLITS if splits[name].alignments is not None],
         "seed": config.seed,
         "config": settings,
         "nmt_version": __version__,

@@ -10,6 +10,11 @@ Layout:
                                     src_ids, tgt_ids     list[int32]: subword ids without BOS/EOS
                                     src_words, tgt_words int32: whitespace word counts of the cleaned text
     text/{dev,test}.{lang}        the dev/test text exactly as read, one sentence per line, for scoring
+    text/{split}.align            only for a corpus with gold word alignments (the synthetic pair): one
+                                  Pharaoh line per pair, "i-j" links (0-based source word i, target word j,
+                                  words split at spaces); dev/test line for line with their text files,
+                                  train with the rows of encoded/train. The manifest's "alignments" lists
+                                  the splits that have one.
 
 A directory is written into a temporary directory beside its place and renamed into place only when complete:
 a failed run leaves nothing behind, and `force` replaces an old directory only at the very end.
@@ -22,6 +27,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -42,6 +48,14 @@ MANIFEST_FILE = "manifest.json"
 ENCODED_DIR = "encoded"
 TEXT_DIR = "text"
 SPLITS = ("train", "dev", "test")
+ALIGNMENT_SUFFIX = "align"
+
+
+def alignment_line(links: Iterable[tuple[int, int]], swap: bool = False) -> str:
+    """A word alignment, (source word, target word) index pairs, as a Pharaoh line: "0-0 1-2 2-1".
+    `swap` exchanges the sides (the alignment of the reverse direction). nmt.evaluation.alignment reads it."""
+    pairs = sorted((j, i) for i, j in links) if swap else sorted(links)
+    return " ".join(f"{i}-{j}" for i, j in pairs)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -110,10 +124,12 @@ def write_prepared(
     verbatim: dict[str, tuple[list[str], list[str]]],
     encoded: dict[str, EncodedSplit],
     tokenizers: tuple[Tokenizer, Tokenizer],
+    alignments: dict[str, list[str]] | None = None,
 ) -> None:
     """Write a prepared directory into a temporary directory beside `out`, then rename it into place.
 
-    `verbatim` holds the (source, target) lines of dev and test exactly as read; `encoded` every split.
+    `verbatim` holds the (source, target) lines of dev and test exactly as read; `encoded` every split;
+    `alignments` the Pharaoh lines of the splits with gold word alignments, one per pair.
     """
     from datasets import DatasetDict  # deferred: seconds to import
 
@@ -141,6 +157,12 @@ def write_prepared(
                 (tmp / TEXT_DIR / f"{name}.{lang}").write_bytes(
                     "".join(line + "\n" for line in lines).encode()
                 )
+        for name, lines in (alignments or {}).items():
+            if len(lines) != len(encoded[name]):  # a pipeline bug, never the user's
+                raise ValueError(f"{name}: {len(encoded[name])} pairs but {len(lines)} alignments")
+            (tmp / TEXT_DIR / f"{name}.{ALIGNMENT_SUFFIX}").write_bytes(
+                "".join(line + "\n" for line in lines).encode()
+            )
         (tmp / MANIFEST_FILE).write_text(
             json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
         )
@@ -237,6 +259,17 @@ class PreparedData:
 
     def text_path(self, split: str, lang: str) -> Path:
         return self.path / TEXT_DIR / f"{split}.{lang}"
+
+    @property
+    def alignment_splits(self) -> list[str]:
+        """The splits that come with gold word alignments (none for a directory prepared before them)."""
+        return list(self.manifest.get("alignments", []))
+
+    def alignment_path(self, split: str) -> Path:
+        """text/{split}.align: the gold word alignments of a split, in the Pharaoh format."""
+        if split not in self.alignment_splits:
+            raise UserError(f"{self.path} has no word alignments for the '{split}' split")
+        return self.path / TEXT_DIR / f"{split}.{ALIGNMENT_SUFFIX}"
 
     def text(self, split: str, side: str) -> list[str]:
         """The verbatim text of a dev/test split; side is 'source' or 'target'."""

@@ -231,6 +231,11 @@ class AlignedPair:
     target: str
     alignment: tuple[int, ...]
 
+    def links(self) -> list[tuple[int, int]]:
+        """The alignment as (source position, target position) links, in source order: the pairs of the
+        Pharaoh format ("i-j"), one per word of either side, since the translation is word for word."""
+        return sorted((i, j) for j, i in enumerate(self.alignment))
+
 
 class _Derivation:
     """Derives one sentence pair at a time. Source words are emitted in source order into `self.source`;

@@ -14,6 +14,7 @@ import numpy as np
 
 from nmt.config import Correction, EvalConfig
 from nmt.errors import UserError
+from nmt.evaluation.alignment import AlignmentScores, GoldAlignment, Link, alignment_scores
 from nmt.evaluation.bootstrap import bootstrap_scores, paired_p_value, percentile_interval
 from nmt.evaluation.buckets import assign_buckets, bucket_labels, check_bucket_edges
 from nmt.evaluation.metrics import BLEU_NAME, Metric, make_metrics
@@ -41,9 +42,18 @@ def check_line_counts(named_counts: dict[str, int]) -> None:
 
 
 def evaluate_systems(
-    sources: list[str], references: list[str], systems: dict[str, list[str]], config: EvalConfig | None = None
+    sources: list[str],
+    references: list[str],
+    systems: dict[str, list[str]],
+    config: EvalConfig | None = None,
+    gold_alignments: list[GoldAlignment] | None = None,
+    alignments: dict[str, list[list[Link]] | None] | None = None,
 ) -> EvalReport:
-    """Score each system (name -> hypotheses, one per source line) overall and by source-length bucket."""
+    """Score each system (name -> hypotheses, one per source line) overall and by source-length bucket.
+
+    With `gold_alignments` (one per line), also score each system's word alignment of the sources with the
+    references (`alignments`: name -> links per line, or None for a system without attention).
+    """
     config = config or EvalConfig()
     edges = check_bucket_edges(config.bucket_edges)
     if not systems:
@@ -62,6 +72,9 @@ def evaluate_systems(
         raise UserError(f"the significance level alpha must be between 0 and 1, got {config.alpha}")
     if config.baseline is not None and config.baseline not in systems:
         raise UserError(f"baseline '{config.baseline}' is not one of the systems ({', '.join(systems)})")
+    pairs = compared_pairs(config, list(systems))
+
+    alignment = _alignment_scores(len(sources), systems, gold_alignments, alignments or {})
 
     buckets = assign_buckets([len(line.split()) for line in sources], edges)  # (N,)
     slices = [(label, np.flatnonzero(buckets == i)) for i, label in enumerate(bucket_labels(edges))]
@@ -80,11 +93,6 @@ def evaluate_systems(
     }
     _warn_if_tokenized(systems)
 
-    pairs = (
-        [(config.baseline, name) for name in systems if name != config.baseline]
-        if config.baseline is not None
-        else [(a, b) for i, a in enumerate(systems) for b in list(systems)[i + 1 :]]
-    )
     # One independent stream per slice: the resamples of a bucket do not depend on other buckets or systems.
     seeds = np.random.SeedSequence(config.seed).spawn(len(slices))
     results: dict[str, list[SliceScores]] = {name: [] for name in systems}
@@ -121,7 +129,52 @@ def evaluate_systems(
         signatures={m.name: m.signature() for m in metrics},
         systems=[SystemResult(name, rows[-1], rows[:-1]) for name, rows in results.items()],
         comparisons=judge(comparisons, config),
+        alignment=alignment,
     )
+
+
+def compared_pairs(config: EvalConfig, systems: list[str]) -> list[tuple[str, str]]:
+    """The (baseline, system) pairs the paired tests compare: `config.compare`'s "SYSTEM=BASELINE" pairs
+    when given, else every system against `config.baseline`, else every pair."""
+    if config.compare and config.baseline is not None:
+        raise UserError("give either --baseline or --compare, not both")
+    pairs = []
+    for pair in config.compare:
+        system, equals, baseline = pair.partition("=")
+        if not equals or not system or not baseline:
+            raise UserError(f"--compare takes SYSTEM=BASELINE, got '{pair}'")
+        for name in (system, baseline):
+            if name not in systems:
+                raise UserError(f"--compare names '{name}', not one of the systems ({', '.join(systems)})")
+        if system == baseline:
+            raise UserError(f"--compare '{pair}' compares a system with itself")
+        pairs.append((baseline, system))
+    if pairs:
+        return list(dict.fromkeys(pairs))
+    if config.baseline is not None:
+        return [(config.baseline, name) for name in systems if name != config.baseline]
+    return [(a, b) for i, a in enumerate(systems) for b in systems[i + 1 :]]
+
+
+def _alignment_scores(
+    sentences: int,
+    systems: dict[str, list[str]],
+    gold: list[GoldAlignment] | None,
+    alignments: dict[str, list[list[Link]] | None],
+) -> dict[str, AlignmentScores | None] | None:
+    """Each system's alignment scores (None for one without an alignment); None without a gold alignment."""
+    if gold is None:
+        return None
+    check_line_counts(
+        {"the source": sentences, "the gold alignment": len(gold)}
+        | {
+            f"system '{name}' alignment": len(links)
+            for name, links in alignments.items()
+            if links is not None
+        }
+    )
+    found = {name: alignments.get(name) for name in systems}
+    return {name: None if links is None else alignment_scores(links, gold) for name, links in found.items()}
 
 
 def judge(comparisons: list[Comparison], config: EvalConfig) -> list[Comparison]:

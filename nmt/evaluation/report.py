@@ -1,7 +1,8 @@
 """The evaluation report: each system's scores overall and per bucket, the paired tests, and its text table.
 
 `EvalReport` holds every number; `format_table` is what `nmt eval` prints, `to_json_dict` and `csv_rows` are
-what the writers (nmt/evaluation/writers.py) and the figures (nmt/plots.py) read.
+what the writers (nmt/evaluation/writers.py) and the figures (nmt/plots.py) read. With gold word alignments,
+the overall table and the JSON also hold each system's alignment error rate (nmt/evaluation/alignment.py).
 """
 
 from __future__ import annotations
@@ -9,11 +10,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from nmt.config import Correction, EvalConfig, to_dict
+from nmt.evaluation.alignment import AlignmentScores
 from nmt.evaluation.buckets import bucket_bounds
 from nmt.evaluation.metrics import BLEU_NAME, CHRF_NAME, TER_NAME
 from nmt.evaluation.significance import format_p_value, resamples_needed, smallest_p_value
 
 OVERALL = "all"  # the label of the slice that holds every sentence
+ALIGNMENT_COLUMNS = ("AER", "precision", "recall")
 
 
 @dataclass
@@ -104,6 +107,8 @@ class EvalReport:
     signatures: dict[str, str]  # metric name -> sacreBLEU signature
     systems: list[SystemResult]
     comparisons: list[Comparison]
+    # System name -> its attention's word alignment scores (None: no attention); None without gold alignments.
+    alignment: dict[str, AlignmentScores | None] | None = None
 
     @property
     def bucket_edges(self) -> tuple[int, ...]:
@@ -140,11 +145,19 @@ class EvalReport:
                     "name": system.name,
                     "overall": _slice_dict(system.overall),
                     "buckets": [_slice_dict(bucket) for bucket in system.buckets],
+                    **self._alignment_dict(system.name),
                 }
                 for system in self.systems
             ],
             "comparisons": [asdict(comparison) for comparison in self.comparisons],
         }
+
+    def _alignment_dict(self, name: str) -> dict:
+        """{"alignment": scores as fractions, or None without attention}; nothing without gold alignments."""
+        if self.alignment is None:
+            return {}
+        scores = self.alignment.get(name)
+        return {"alignment": None if scores is None else scores.to_dict()}
 
     def csv_rows(self) -> list[dict]:
         """One row per system and bucket (and one per system for the whole test set)."""
@@ -179,10 +192,17 @@ class EvalReport:
             )
         else:
             lines.append(f"{self.sentences} sentences; bootstrapping off")
+        if self.alignment is not None:
+            lines.append(
+                "AER, precision, recall (%): the attention's word alignment against the gold "
+                "(Och and Ney 2003); n/a: no attention"
+            )
         lines.append("")
         metrics = list(self.signatures)
-        rows = [("system", *metrics)]
-        rows += [(s.name, *[s.overall.scores[m].format().strip() for m in metrics]) for s in self.systems]
+        rows = [("system", *metrics, *(ALIGNMENT_COLUMNS if self.alignment is not None else ()))]
+        for s in self.systems:
+            cells = [s.overall.scores[m].format().strip() for m in metrics]
+            rows.append((s.name, *cells, *self._alignment_cells(s.name)))
         lines.extend(_align(rows))
         lines.append("")
         lines.append(
@@ -198,6 +218,14 @@ class EvalReport:
             lines.append("")
             lines.extend(self._comparison_table())
         return "\n".join(lines)
+
+    def _alignment_cells(self, name: str) -> tuple[str, ...]:
+        if self.alignment is None:
+            return ()
+        scores = self.alignment.get(name)
+        if scores is None:
+            return ("n/a",) * len(ALIGNMENT_COLUMNS)
+        return tuple(f"{100 * value:.1f}" for value in (scores.aer, scores.precision, scores.recall))
 
     def _comparison_table(self) -> list[str]:
         """The BLEU differences of every compared pair in every slice, with their p-values, what was
