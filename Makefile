@@ -16,7 +16,7 @@ DEMO_PAIRS ?= 30000
 DEMO_MAX_WORDS ?= 30
 DEMO_MODELS := rnn rnnsearch transformer
 
-.PHONY: help install demo test test-fast lint format bench reproduce clean
+.PHONY: help install demo attention-lab test test-fast lint format bench reproduce clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -54,6 +54,66 @@ demo: $(STAMP)  ## the main job on the embedded synthetic corpus (CPU, offline, 
 	@echo "translation: $$(cat $(DEMO_DIR)/sample.zk)"
 	@echo "Done: see $(DEMO_DIR)/bleu_by_length.png, $(DEMO_DIR)/bleu_by_length.txt and $(DEMO_DIR)/attention/"
 
+# make attention-lab: what each part of attention is for (docs/attention.md, docs/results.md). On the synthetic
+# corpus, RNNsearch with each scoring function and the Transformer with each way of encoding positions, and
+# with the 1/sqrt(d_k) scaling off, each variant trained for the same minutes as the others of its model; then
+# one `nmt eval`: BLEU by source length, each variant tested against the first of its model, and how well its
+# cross-attention aligns words (alignment error rate against the grammar's own alignment); last, the encoder's
+# self-attention on one sentence, every layer and head, and what the relative pronoun "ke" looks at.
+LAB_DIR ?= lab-output
+LAB_PAIRS ?= 30000
+LAB_MAX_WORDS ?= 30
+LAB_RNNSEARCH_MINUTES ?= 1
+LAB_TRANSFORMER_MINUTES ?= 1.5
+LAB_BEAM ?= 1
+# name:model:option. Each variant differs from the first of its model by that one option.
+LAB_VARIANTS := \
+	additive:rnnsearch:--attention=additive \
+	dot:rnnsearch:--attention=dot \
+	scaled-dot:rnnsearch:--attention=scaled-dot \
+	general:rnnsearch:--attention=general \
+	cosine:rnnsearch:--attention=cosine \
+	linear:rnnsearch:--attention=linear \
+	sinusoidal:transformer:--positions=sinusoidal \
+	learned:transformer:--positions=learned \
+	rotary:transformer:--positions=rotary \
+	no-positions:transformer:--positions=none \
+	unscaled:transformer:--no-scale-attention
+lab_name = $(firstword $(subst :, ,$(1)))
+# The paired tests: each variant against the first of its model.
+LAB_COMPARE := $(foreach v,dot scaled-dot general cosine linear,--compare $(v)=additive) \
+	$(foreach v,learned rotary no-positions unscaled,--compare $(v)=sinusoidal)
+
+attention-lab: $(STAMP)  ## scoring functions, positions and scaling side by side (CPU, offline, under 20 minutes)
+	@echo "== 1/4 prepare the synthetic corpus with its gold word alignments"
+	$(OFFLINE) $(NMT) prepare --recipe data/recipes/synthetic.yaml --synthetic-size $(LAB_PAIRS) \
+		--out $(LAB_DIR)/data --force
+	@for variant in $(LAB_VARIANTS); do \
+		name=$${variant%%:*}; rest=$${variant#*:}; model=$${rest%%:*}; option=$${rest#*:}; \
+		minutes=$(LAB_RNNSEARCH_MINUTES); [ $$model = transformer ] && minutes=$(LAB_TRANSFORMER_MINUTES); \
+		echo "== 2/4 train $$name ($$model $$option) for $$minutes minutes"; \
+		$(OFFLINE) $(NMT) train --data $(LAB_DIR)/data --model $$model $$option --preset small \
+			--max-source-len $(LAB_MAX_WORDS) --max-target-len $(LAB_MAX_WORDS) \
+			--max-minutes $$minutes --device cpu --out $(LAB_DIR)/runs/$$name --force || exit $$?; \
+	done
+	@echo "== 3/4 BLEU by source length and alignment error rate of every variant"
+	$(OFFLINE) $(NMT) eval --source $(LAB_DIR)/data/text/test.ul --reference $(LAB_DIR)/data/text/test.zk \
+		--alignment $(LAB_DIR)/data/text/test.align --beam $(LAB_BEAM) --device cpu \
+		$(foreach v,$(LAB_VARIANTS),--checkpoint $(call lab_name,$(v))=$(LAB_DIR)/runs/$(call lab_name,$(v))/best.pt) \
+		$(LAB_COMPARE) --json $(LAB_DIR)/lab.json --csv $(LAB_DIR)/lab.csv --plot $(LAB_DIR)/lab.png \
+		| tee $(LAB_DIR)/lab.txt
+	@echo "== 4/4 the transformer's self-attention on a sentence with a relative clause"
+	awk 'NF >= 10 && NF <= 16 && / ke / { print; exit }' $(LAB_DIR)/data/text/test.ul > $(LAB_DIR)/sample.ul
+	$(OFFLINE) $(NMT) translate --checkpoint $(LAB_DIR)/runs/sinusoidal/best.pt --device cpu \
+		--input $(LAB_DIR)/sample.ul --output $(LAB_DIR)/sample.zk --attention-plot $(LAB_DIR)/encoder \
+		--attention-kind encoder --attention-layer all --attention-head all
+	$(OFFLINE) $(NMT) translate --checkpoint $(LAB_DIR)/runs/sinusoidal/best.pt --device cpu \
+		--input $(LAB_DIR)/sample.ul --output $(LAB_DIR)/sample.zk --attention-plot $(LAB_DIR)/ke \
+		--attention-kind encoder --attention-layer all --attention-head all --attention-token ke
+	@echo "source:      $$(cat $(LAB_DIR)/sample.ul)"
+	@echo "translation: $$(cat $(LAB_DIR)/sample.zk)"
+	@echo "Done: see $(LAB_DIR)/lab.txt, $(LAB_DIR)/lab.png, $(LAB_DIR)/encoder/ and $(LAB_DIR)/ke/"
+
 test: $(STAMP)  ## run the test suite
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/python -m pytest -q
 
@@ -77,7 +137,7 @@ bench: $(BENCH_STAMP)  ## speed and memory benchmarks (JSON in docs/bench/; BENC
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/python -m nmt.cli.bench $(BENCH_ARGS)
 
 clean:  ## remove the virtual environment, caches and demo output
-	rm -rf $(VENV) .pytest_cache .ruff_cache $(DEMO_DIR) *.egg-info
+	rm -rf $(VENV) .pytest_cache .ruff_cache $(DEMO_DIR) $(LAB_DIR) *.egg-info
 
 # make reproduce: Bahdanau et al. 2014's experiment at our scale (docs/results.md). Five systems on one corpus:
 # RNNencdec-30/-50 and RNNsearch-30/-50 (trained on sentences of up to 30 or 50 words) and a Transformer,
