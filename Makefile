@@ -104,6 +104,7 @@ attention-lab: $(STAMP)  ## scoring functions, positions and scaling side by sid
 		| tee $(LAB_DIR)/lab.txt
 	@echo "== 4/4 the transformer's self-attention on a sentence with a relative clause"
 	awk 'NF >= 10 && NF <= 16 && / ke / { print; exit }' $(LAB_DIR)/data/text/test.ul > $(LAB_DIR)/sample.ul
+	@test -s $(LAB_DIR)/sample.ul || { echo "no test sentence of 10-16 words with 'ke'"; exit 1; }
 	$(OFFLINE) $(NMT) translate --checkpoint $(LAB_DIR)/runs/sinusoidal/best.pt --device cpu \
 		--input $(LAB_DIR)/sample.ul --output $(LAB_DIR)/sample.zk --attention-plot $(LAB_DIR)/encoder \
 		--attention-kind encoder --attention-layer all --attention-head all

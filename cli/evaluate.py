@@ -124,7 +124,7 @@ def evaluate(
     # deferred: the library (sacreBLEU, matplotlib) loads only when the command runs, so `nmt --help` is quick
     from nmt.cli import eval_inputs
     from nmt.config import DecodeConfig, EvalConfig
-    from nmt.evaluation import evaluate_systems, parse_bucket_edges, write_csv, write_json
+    from nmt.evaluation import compared_pairs, evaluate_systems, parse_bucket_edges, write_csv, write_json
     from nmt.files import check_writable
     from nmt.plots import plot_bleu_by_length
 
@@ -140,6 +140,10 @@ def evaluate(
     }
     config = EvalConfig(ter=ter, **{key: value for key, value in overrides.items() if value is not None})
     decode = DecodeConfig(beam_size=beam) if beam is not None else DecodeConfig()
+    named = [("--system", spec) for spec in system or []] + [
+        ("--checkpoint", spec) for spec in checkpoint or []
+    ]
+    compared_pairs(config, [eval_inputs.parse_named_path(spec, option)[0] for option, spec in named])
     for output in (json, csv, plot):  # found now, not after translating and scoring
         if output is not None:
             check_writable(output)

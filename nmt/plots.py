@@ -137,7 +137,7 @@ class AttentionView:
         words at SentencePiece's word-start mark), then a single piece, with or without that mark.
         """
         token = self.token or ""
-        if token.isdigit():
+        if token.isascii() and token.isdecimal():
             if 1 <= int(token) <= len(queries):
                 return [int(token) - 1]
         else:
@@ -159,7 +159,7 @@ def _number_or(text: str | None, option: str, words: tuple[str, ...], default: s
     value = (text or default).strip().lower()
     if value in words:
         return value
-    if value.isdigit() and int(value) >= 1:
+    if value.isascii() and value.isdecimal() and int(value) >= 1:
         return int(value)
     raise UserError(f"{option} must be a number from 1 or one of {', '.join(words)} (got {text!r})")
 

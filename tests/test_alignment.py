@@ -303,6 +303,8 @@ def test_a_models_attention_gives_one_alignment_per_pair_in_input_order():
     assert len(model.batches) > 1 and model.training  # several sorted batches; the mode is given back
     first_layer = align_words(model, tokenizers, ["alba bero cima"], ["alba bero cima"], "cpu", layer=0)
     assert first_layer == [[(2, 0), (1, 1), (0, 2)]]
+    model.alignment_layer = 0  # by default, the layer the model calls its alignment
+    assert align_words(model, tokenizers, ["alba bero cima"], ["alba bero cima"], "cpu") == first_layer
 
 
 def test_a_model_without_attention_cannot_align():

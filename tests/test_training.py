@@ -384,6 +384,7 @@ BAD_INPUTS = {
     "budget too small": (["--batch-tokens", "2"], "no training pairs left"),
     "resume another model": (["--resume-from", "{tmp}/run/last.pt"], "cannot resume"),
     "existing checkpoints": (["--out", "{tmp}/run"], "--resume"),
+    "option of another model": (["--attention", "dot"], "--attention does not apply to model 'transformer'"),
 }
 
 
@@ -433,3 +434,17 @@ def test_bad_input_is_one_line_and_exit_code_2(case, toy_data, tmp_path, rnn_run
     assert message in result.stderr
     if case != "unknown model":  # Typer reports its own choice errors
         assert result.stderr.count("error:") == 1 and "Traceback" not in result.stderr
+
+
+def test_a_resumed_run_keeps_its_model(toy_data, tmp_path, rnn_run):
+    """Options that would change what the saved weights compute are refused on --resume, before anything."""
+    write(tmp_path / "bigger.yaml", "model:\n  hidden_dim: 99\n")
+    out = tmp_path / "new"
+    result = run_nmt(
+        "train",
+        *("--data", toy_data, "--model", "rnn", "--out", out, "--resume-from", rnn_run / "last.pt"),
+        *("--config", tmp_path / "bigger.yaml", "--max-steps", "2", "--device", "cpu"),
+    )
+    assert result.exit_code == 2, (result.stdout, result.stderr)
+    assert "a resumed run keeps its model (got hidden_dim=99" in result.stderr
+    assert result.stderr.count("error:") == 1 and not out.exists()

@@ -114,14 +114,15 @@ def align_words(
     references: Sequence[str],
     device: torch.device | str,
     *,
-    layer: int = -1,
+    layer: int | None = None,
     batch_tokens: int = BATCH_TOKENS,
 ) -> list[list[Link]]:
     """The attention's word alignment of each (source, reference) pair: a list of links (i, j) per pair.
 
-    The cross attention is the decoder layer `layer`'s (default the last, the one `state.attention` exposes),
-    averaged over heads. Sentences are batched by length, longest first, in eval mode without gradients; a
-    pair with an empty side, or whose words SentencePiece does not keep apart, gets no links.
+    The cross attention is the decoder layer `layer`'s (default `model.alignment_layer`, the one that
+    `state.attention` exposes), averaged over heads. Sentences are batched by length, longest first, in eval
+    mode without gradients; a pair with an empty side, or whose words SentencePiece does not keep apart, gets
+    no links.
     """
     if not model.has_attention:
         raise UserError(
@@ -130,6 +131,7 @@ def align_words(
     if len(sources) != len(references):
         raise ValueError(f"{len(sources)} sources but {len(references)} references")
     device = torch.device(device)
+    layer = model.alignment_layer if layer is None else layer
     max_source, max_output = source_limits(model)
     source = [_Encoded(tokenizers.source, line, max_source) for line in sources]
     target = [_Encoded(tokenizers.target, line, max_output) for line in references]

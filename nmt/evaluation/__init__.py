@@ -15,7 +15,7 @@ explains the statistics.
 """
 
 from nmt.evaluation.buckets import parse_bucket_edges
-from nmt.evaluation.evaluate import check_line_counts, evaluate_systems
+from nmt.evaluation.evaluate import check_line_counts, compared_pairs, evaluate_systems
 from nmt.evaluation.report import (
     OVERALL,
     BleuDetail,
@@ -36,6 +36,7 @@ __all__ = [
     "SliceScores",
     "SystemResult",
     "check_line_counts",
+    "compared_pairs",
     "evaluate_systems",
     "parse_bucket_edges",
     "write_csv",

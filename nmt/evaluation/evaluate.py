@@ -70,8 +70,6 @@ def evaluate_systems(
         raise UserError(f"the confidence level must be between 0 and 1, got {config.confidence}")
     if not 0 < config.alpha < 1:
         raise UserError(f"the significance level alpha must be between 0 and 1, got {config.alpha}")
-    if config.baseline is not None and config.baseline not in systems:
-        raise UserError(f"baseline '{config.baseline}' is not one of the systems ({', '.join(systems)})")
     pairs = compared_pairs(config, list(systems))
 
     alignment = _alignment_scores(len(sources), systems, gold_alignments, alignments or {})
@@ -135,9 +133,12 @@ def evaluate_systems(
 
 def compared_pairs(config: EvalConfig, systems: list[str]) -> list[tuple[str, str]]:
     """The (baseline, system) pairs the paired tests compare: `config.compare`'s "SYSTEM=BASELINE" pairs
-    when given, else every system against `config.baseline`, else every pair."""
+    when given, else every system against `config.baseline`, else every pair. The CLI calls it on the
+    systems' names before translating anything, so that a wrong name is found at once."""
     if config.compare and config.baseline is not None:
         raise UserError("give either --baseline or --compare, not both")
+    if config.baseline is not None and config.baseline not in systems:
+        raise UserError(f"baseline '{config.baseline}' is not one of the systems ({', '.join(systems)})")
     pairs = []
     for pair in config.compare:
         system, equals, baseline = pair.partition("=")

@@ -104,6 +104,9 @@ class Seq2Seq(nn.Module):
     has_attention: ClassVar[bool] = False
     #: Whether torch.compile speeds up training (not for models that loop over time steps in Python).
     compiles_well: ClassVar[bool] = False
+    #: The layer of `attention_maps().cross` whose mean over heads is `state.attention`, the model's own
+    #: alignment (a model with several decoder layers chooses one; `nmt eval --alignment` scores it).
+    alignment_layer: int = -1
 
     def __init__(self, config):
         super().__init__()

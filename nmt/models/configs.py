@@ -13,10 +13,10 @@ class AttentionScore(str, enum.Enum):
     The equations, with their sources, are in nmt/models/scoring.py."""
 
     additive = "additive"  # v^T tanh(W s + U h), Bahdanau et al. 2014, eq. 6 (Luong et al. 2015: "concat")
-    dot = "dot"  # s^T (U h), Luong et al. 2015, Section 3.1
-    scaled_dot = "scaled-dot"  # s^T (U h) / sqrt(d), as in Vaswani et al. 2017, Section 3.2.1
+    dot = "dot"  # s^T h', h' the sum of h's two directions (no parameters); Luong et al. 2015, Section 3.1
+    scaled_dot = "scaled-dot"  # s^T h' / sqrt(d), as in Vaswani et al. 2017, Section 3.2.1
     general = "general"  # s^T W h, Luong et al. 2015 (bilinear)
-    cosine = "cosine"  # g cos(s, U h) with a learned scale g
+    cosine = "cosine"  # g cos(s, W h) with a learned scale g
     linear = "linear"  # w^T [s; h]: no interaction, so the softmax cannot see s (a control)
 
 

@@ -85,7 +85,15 @@ def resolve_configs(
     checkpoint = resume.checkpoint
     if checkpoint.arch != arch:
         raise UserError(f"{resume.path} is a '{checkpoint.arch}' checkpoint; it cannot resume a '{arch}' run")
-    model = from_dict(architecture(arch).config, {**to_dict(checkpoint.model_config), **model_overrides})
+    saved = to_dict(checkpoint.model_config)
+    model = from_dict(architecture(arch).config, {**saved, **model_overrides})
+    # The weights fix the model: a resumed run cannot change what they compute (or how many there are).
+    for key, value in to_dict(model).items():
+        if key in saved and saved[key] != value:
+            raise UserError(
+                f"{resume.path} holds a model with {key}={saved[key]}; a resumed run keeps its model "
+                f"(got {key}={value}; start a new run to change it)"
+            )
     train = from_dict(TrainConfig, {**checkpoint.train_state["train_config"], **train_overrides})
     return model, train
 
