@@ -95,6 +95,11 @@ MATRIX: dict[tuple[str, str], tuple[str, str]] = {
         "vocab",
     ),
     ("train", "truncated checkpoint"): ("--max-steps 9 --resume-from {w}/truncated.pt", "truncated.pt"),
+    ("train", "option of another model"): ("--max-steps 9 --attention dot", "--attention does not apply"),
+    ("train", "resume with another model config"): (
+        "--max-steps 9 --resume-from {w}/run/last.pt --config {w}/wider.yaml",
+        "a resumed run keeps its model",
+    ),
     ("translate", "missing checkpoint"): ("-c {w}/nope.pt", "nope.pt"),
     ("translate", "truncated checkpoint"): ("-c {w}/truncated.pt", "truncated.pt"),
     ("translate", "random bytes as checkpoint"): ("-c {w}/noise.pt", "noise.pt"),
@@ -107,6 +112,15 @@ MATRIX: dict[tuple[str, str], tuple[str, str]] = {
     ("translate", "n-best above the beam"): ("--beam 2 --nbest 3", "--nbest"),
     ("translate", "unknown option"): ("--bean 2", "--bean"),
     ("translate", "attention plot of the rnn"): ("--attention-plot {w}/plots", "attention"),
+    ("translate", "attention option without a plot"): ("--attention-kind encoder", "--attention-plot"),
+    ("translate", "attention layer out of range"): (
+        "-c {transformer} --attention-plot {w}/plots --attention-layer 9",
+        "--attention-layer",
+    ),
+    ("translate", "attention kind the model lacks"): (
+        "-c {rnnsearch} --attention-plot {w}/plots --attention-kind encoder",
+        "encoder",
+    ),
     ("translate", "output is a directory"): ("-o {w}/folder.de", "directory"),
     ("eval", "missing system file"): ("--system a={w}/nope.txt", "nope.txt"),
     ("eval", "invalid UTF-8 system"): ("--system a={w}/latin1.de", "UTF-8"),
@@ -118,6 +132,9 @@ MATRIX: dict[tuple[str, str], tuple[str, str]] = {
     ("eval", "buckets out of order"): (A + " --buckets 0,20,10", "increasing"),
     ("eval", "no system"): ("", "--system"),
     ("eval", "unknown baseline"): (A + " --baseline b", "'b'"),
+    ("eval", "unknown system in --compare"): (A + " --compare a=b", "'b'"),
+    ("eval", "gold alignments of another length"): (A + " --alignment {w}/short.align", "short.align"),
+    ("eval", "gold alignment that is not i-j"): (A + " --alignment {w}/bad.align", "bad.align"),
     ("eval", "unknown option"): (A + " --jsn x", "--jsn"),
     ("eval", "truncated checkpoint"): ("--checkpoint m={w}/truncated.pt", "truncated.pt"),
     ("eval", "output is a directory"): (A + " --json {w}/folder.de", "directory"),
@@ -158,6 +175,9 @@ def workspace(toy_data, tmp_path_factory) -> Path:
     (w / "switch.yaml").write_text("train:\n  bf16: 1\n")
     (w / "betas.yaml").write_text("train:\n  betas: [0.9]\n")
     (w / "half.yaml").write_text("model:\n  hidden_dim: 6.5\n")
+    (w / "wider.yaml").write_text("model:\n  hidden_dim: 99\n")
+    (w / "short.align").write_text("0-1 1-0\n")
+    (w / "bad.align").write_text("0-1 1-0\n0:0\n")
     (w / "flat.yaml").write_text("train: 5\n")
     (w / "typo-recipe.yaml").write_text("dataset: synthetic\nvocab: 100\n")
     (w / "lots-recipe.yaml").write_text("dataset: synthetic\nvocab_size: lots\n")
@@ -193,6 +213,7 @@ def test_bad_input_is_one_line_exit_2_and_touches_nothing(
         "run": workspace / "run",
         "rnn": tiny_checkpoint("rnn"),
         "transformer": tiny_checkpoint("transformer"),
+        "rnnsearch": tiny_checkpoint("rnnsearch"),
     }
     args = [part.format(**places) for part in f"{BASE[command]} {template}".split()]
     before = snapshot(workspace)
