@@ -2,19 +2,25 @@
 (--system NAME=FILE) or translated with a checkpoint (--checkpoint NAME=CKPT). With gold word alignments
 (--alignment FILE), each checkpoint with attention also aligns the source with the reference.
 
-Reading and translating happen here, before the library's `evaluate_systems`, which takes lines in memory.
+Reading and translating happen here, before the library's `evaluate_systems`, which takes lines in memory;
+so does reading the languages recorded in the checkpoints, which choose the BLEU tokenizer and the unit of
+the length buckets when --target-lang/--source-lang are not given.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from nmt.config import DecodeConfig
+from nmt.config import DecodeConfig, EvalConfig
 from nmt.errors import UserError
 from nmt.evaluation import check_line_counts
 from nmt.evaluation.alignment import GoldAlignment, Link, check_gold_alignments, read_alignments
 from nmt.files import read_lines
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -48,19 +54,17 @@ def parse_named_path(spec: str, option: str) -> tuple[str, Path]:
     return name.strip(), Path(path.strip())
 
 
-def load_test_set(
+def read_test_set(
     source: Path,
     reference: Path,
     system_specs: list[str],
     checkpoint_specs: list[str],
-    decode: DecodeConfig | None = None,
-    device: str = "auto",
     alignment: Path | None = None,
-) -> TestSet:
-    """Read the files, hypothesis files (NAME=FILE) and translate with checkpoints (NAME=CKPT), in that order;
-    with `alignment` (gold word alignments of source and reference), align with each checkpoint's attention.
+) -> tuple[TestSet, list[tuple[str, Path]]]:
+    """Read the files and the hypothesis files (NAME=FILE), and compare the line counts; return the test set
+    and the checkpoints (NAME, CKPT) still to translate (`translate_checkpoints`), in the order given.
 
-    Every file is read and the line counts are compared before any model is loaded.
+    Nothing here loads a model: every file is read and checked before any checkpoint is.
     """
     named = [("--system", spec) for spec in system_specs] + [
         ("--checkpoint", spec) for spec in checkpoint_specs
@@ -90,14 +94,55 @@ def load_test_set(
     if gold is not None:
         check_gold_alignments(gold, sources, references, alignment)
     test_set = TestSet(sources, references, {}, gold)
-    for option, name, path in parsed:  # in the order given on the command line
-        if option == "--system":
-            test_set.systems[name] = hypotheses[name]
-            if gold is not None:
-                test_set.alignments[name] = None  # a file of translations has no attention
-        else:
-            _run_checkpoint(test_set, name, path, decode or DecodeConfig(), device)
-    return test_set
+    for name, lines in hypotheses.items():
+        test_set.systems[name] = lines
+        if gold is not None:
+            test_set.alignments[name] = None  # a file of translations has no attention
+    checkpoints = [(name, path) for option, name, path in parsed if option == "--checkpoint"]
+    return test_set, checkpoints
+
+
+def with_checkpoint_languages(config: EvalConfig, checkpoints: list[Path]) -> EvalConfig:
+    """`config` with the source and target languages it lacks taken from the checkpoints, when they all
+    agree (a checkpoint records the languages of the data it was trained on); left None when they differ."""
+    if not checkpoints or (config.source_lang is not None and config.target_lang is not None):
+        return config
+    # deferred: torch takes seconds to import and only --checkpoint needs it
+    from nmt.checkpoint import load_checkpoint
+
+    languages = [load_checkpoint(path).languages for path in checkpoints]
+    found = {side: _agreed(side, [lang.get(side) for lang in languages]) for side in ("source", "target")}
+    return dataclasses.replace(
+        config,
+        source_lang=config.source_lang or found["source"],
+        target_lang=config.target_lang or found["target"],
+    )
+
+
+def _agreed(side: str, codes: list[str | None]) -> str | None:
+    """The one language all the checkpoints name for `side`; None (with a warning) when they differ."""
+    distinct = set(codes)
+    if len(distinct) == 1:
+        return distinct.pop()
+    logger.warning(
+        "the checkpoints' %s languages differ (%s): none is used; give --%s-lang",
+        side,
+        ", ".join(sorted(str(code) for code in distinct)),
+        side,
+    )
+    return None
+
+
+def translate_checkpoints(
+    test_set: TestSet,
+    checkpoints: list[tuple[str, Path]],
+    decode: DecodeConfig | None = None,
+    device: str = "auto",
+) -> None:
+    """Add each checkpoint's translations of the sources to `test_set` (and its alignments, when the test
+    set has gold ones), in the order given."""
+    for name, path in checkpoints:
+        _run_checkpoint(test_set, name, path, decode or DecodeConfig(), device)
 
 
 def _run_checkpoint(test_set: TestSet, name: str, path: Path, decode: DecodeConfig, device: str) -> None:

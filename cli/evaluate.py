@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from nmt.config import Correction
+from nmt.config import Correction, LengthUnit
 
 
 class BleuTokenizer(str, Enum):
@@ -58,7 +58,35 @@ def evaluate(
         str, typer.Option(help="Device for --checkpoint translation: auto, cpu, cuda...")
     ] = "auto",
     tokenize: Annotated[
-        BleuTokenizer | None, typer.Option(help="sacreBLEU's BLEU tokenizer.", show_default="13a")
+        BleuTokenizer | None,
+        typer.Option(
+            help="sacreBLEU's BLEU tokenizer (ja-mecab needs the package's 'ja' extra, ko-mecab its 'ko' "
+            "extra).",
+            show_default="the target language's: zh for Chinese, ja-mecab for Japanese, ko-mecab for Korean, "
+            "13a for any other or unknown",
+        ),
+    ] = None,
+    source_lang: Annotated[
+        str | None,
+        typer.Option(
+            help="Language of --source (e.g. zh): a language written without spaces gets buckets in "
+            "characters.",
+            show_default="the checkpoints' source language when they agree, else judged from the text",
+        ),
+    ] = None,
+    target_lang: Annotated[
+        str | None,
+        typer.Option(
+            help="Language of --reference (e.g. zh, ja, ko): chooses the BLEU tokenizer.",
+            show_default="the checkpoints' target language when they agree, else unknown (13a)",
+        ),
+    ] = None,
+    length_unit: Annotated[
+        LengthUnit | None,
+        typer.Option(
+            help="What the source-length buckets count: whitespace words, or characters (without spaces).",
+            show_default="characters for a source written without spaces (zh, ja, th, ...), else words",
+        ),
     ] = None,
     ter: Annotated[
         bool,
@@ -70,9 +98,9 @@ def evaluate(
     buckets: Annotated[
         str | None,
         typer.Option(
-            help="Source-length bucket edges in words, from 0: '0,10,20' gives [0,10), [10,20), [20,inf), "
-            "so a 10-word sentence is in 10-19.",
-            show_default="0,10,20,30,40,50,60",
+            help="Source-length bucket edges in the length unit, from 0: '0,10,20' gives [0,10), [10,20), "
+            "[20,inf), so a 10-word sentence is in 10-19.",
+            show_default="0,10,20,30,40,50,60 in words; 0,15,30,45,60,75,90 in characters",
         ),
     ] = None,
     bootstrap: Annotated[
@@ -118,13 +146,21 @@ def evaluate(
         Path | None, typer.Option("--plot", help="Draw BLEU against source length as a PNG.")
     ] = None,
 ) -> None:
-    """Score systems against a reference: BLEU and chrF (sacreBLEU) overall and by source length in words,
-    with bootstrap confidence intervals and paired significance tests (Koehn 2004; docs/statistics.md), and,
-    given gold word alignments, how well each model's attention aligns (AER, Och and Ney 2003)."""
+    """Score systems against a reference: BLEU and chrF (sacreBLEU) overall and by source length (in words,
+    or in characters for a source written without spaces), with bootstrap confidence intervals and paired
+    significance tests (Koehn 2004; docs/statistics.md), and, given gold word alignments, how well each
+    model's attention aligns (AER, Och and Ney 2003). BLEU's tokenizer follows the target language."""
     # deferred: the library (sacreBLEU, matplotlib) loads only when the command runs, so `nmt --help` is quick
     from nmt.cli import eval_inputs
     from nmt.config import DecodeConfig, EvalConfig
-    from nmt.evaluation import compared_pairs, evaluate_systems, parse_bucket_edges, write_csv, write_json
+    from nmt.evaluation import (
+        compared_pairs,
+        evaluate_systems,
+        parse_bucket_edges,
+        resolve_eval_config,
+        write_csv,
+        write_json,
+    )
     from nmt.files import check_writable
     from nmt.plots import plot_bleu_by_length
 
@@ -137,6 +173,9 @@ def evaluate(
         "compare": tuple(compare) if compare else None,
         "alpha": alpha,
         "correction": correction,
+        "source_lang": source_lang,
+        "target_lang": target_lang,
+        "length_unit": length_unit,
     }
     config = EvalConfig(ter=ter, **{key: value for key, value in overrides.items() if value is not None})
     decode = DecodeConfig(beam_size=beam) if beam is not None else DecodeConfig()
@@ -147,9 +186,12 @@ def evaluate(
     for output in (json, csv, plot):  # found now, not after translating and scoring
         if output is not None:
             check_writable(output)
-    data = eval_inputs.load_test_set(
-        source, reference, system or [], checkpoint or [], decode, device, alignment=alignment
+    data, checkpoints = eval_inputs.read_test_set(
+        source, reference, system or [], checkpoint or [], alignment=alignment
     )
+    config = eval_inputs.with_checkpoint_languages(config, [path for _, path in checkpoints])
+    config = resolve_eval_config(config, data.sources)  # checks the BLEU tokenizer before translating
+    eval_inputs.translate_checkpoints(data, checkpoints, decode, device)
     report = evaluate_systems(
         data.sources, data.references, data.systems, config, data.gold_alignments, data.alignments
     )

@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from nmt.cli.evaluate import BleuTokenizer
 from nmt.config import Schedule
 from nmt.models.configs import AttentionScore, Positions
 from nmt.models.presets import DEFAULT_PRESET
@@ -84,6 +85,13 @@ def train(
         int | None, typer.Option(help="Validations without better BLEU before stopping.")
     ] = None,
     dev_sentences: Annotated[int | None, typer.Option(help="Dev sentences scored (a fixed prefix).")] = None,
+    bleu_tokenize: Annotated[
+        BleuTokenizer | None,
+        typer.Option(
+            help="sacreBLEU's tokenizer for dev BLEU, which picks best.pt (a resumed run keeps its own).",
+            show_default="the data's target language's: zh, ja-mecab, ko-mecab, else 13a",
+        ),
+    ] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed (initialisation, batches, dropout).")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = None,
     bf16: Annotated[
@@ -116,6 +124,7 @@ def train(
     from nmt.training import train as run_training
 
     given = dict(locals())
+    given["bleu_tokenize"] = bleu_tokenize.value if bleu_tokenize is not None else None
     names = [
         "max_steps",
         "max_epochs",
@@ -134,6 +143,7 @@ def train(
         "keep_checkpoints",
         "patience",
         "dev_sentences",
+        "bleu_tokenize",
         "seed",
         "device",
         "bf16",

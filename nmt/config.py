@@ -61,6 +61,9 @@ class TrainConfig:
     keep_checkpoints: int = 3  # step checkpoints kept besides best.pt and last.pt
     patience: int = 10  # validations without a better dev BLEU before stopping early; 0 disables
     dev_sentences: int = 500  # a fixed prefix of the dev set used for BLEU during training; 0 = all
+    # sacreBLEU's tokenizer for dev BLEU; None: the prepared data's target language's (nmt/languages.py).
+    # A run records the tokenizer it chose and keeps it when resumed.
+    bleu_tokenize: str | None = None
     # Machine
     seed: int = 1
     device: str = "auto"
@@ -138,20 +141,43 @@ class Correction(str, enum.Enum):
     holm = "holm"  # Holm 1979's step-down adjustment over each metric's tests (pairs x slices)
 
 
+class LengthUnit(str, enum.Enum):
+    """What `nmt eval`'s source-length buckets count."""
+
+    words = "words"  # whitespace-separated words
+    characters = "characters"  # characters other than spaces, for sources written without spaces (zh, ja, th)
+
+
+# The default bucket edges follow the x axis of Bahdanau et al. 2014, Fig. 2 (source words). In characters
+# they are 1.5 times as wide: a Chinese word is roughly one and a half characters long, so a character bucket
+# holds sentences of about as many words as the word bucket of the same rank. (Japanese and Thai words are
+# longer in characters; give --buckets for them.)
+WORD_BUCKET_EDGES = (0, 10, 20, 30, 40, 50, 60)
+CHARACTER_BUCKET_EDGES = (0, 15, 30, 45, 60, 75, 90)
+
+
 @dataclass
 class EvalConfig:
-    # Source-length buckets in whitespace words: [e0, e1), [e1, e2), ..., [e_last, inf); e0 must be 0.
-    # The default follows the x axis of Bahdanau et al. 2014, Fig. 2.
-    bucket_edges: tuple[int, ...] = (0, 10, 20, 30, 40, 50, 60)
+    """What `nmt eval` computes. The fields left None are chosen from the languages and the source text when
+    the evaluation starts (`nmt.evaluation.resolve_eval_config`); the report holds the values chosen."""
+
+    # Source-length buckets: [e0, e1), [e1, e2), ..., [e_last, inf) in `length_unit`; e0 must be 0.
+    # None: WORD_BUCKET_EDGES or CHARACTER_BUCKET_EDGES, by the unit.
+    bucket_edges: tuple[int, ...] | None = None
     bootstrap_samples: int = 1000  # resamples for confidence intervals and paired tests (Koehn 2004)
     confidence: float = 0.95
     seed: int = 1
-    tokenize: str = "13a"  # sacreBLEU's BLEU tokenizer
+    tokenize: str | None = None  # sacreBLEU's BLEU tokenizer; None: the target language's (13a if unknown)
     ter: bool = False  # also compute TER (slower: an edit distance per sentence)
     baseline: str | None = None  # compare every system with this one; None compares every pair
     compare: tuple[str, ...] = ()  # "SYSTEM=BASELINE" pairs to test, instead of baseline or every pair
     alpha: float = 0.05  # significance level of the paired tests (after the correction, when there is one)
     correction: Correction = Correction.none  # for multiple comparisons
+    source_lang: str | None = None  # language codes of the test set, when known (e.g. from the checkpoints)
+    target_lang: str | None = None
+    # None: characters when the source language is written without spaces or, with no source language, when
+    # most of the source's letters are in such a script (nmt/evaluation/buckets.py); else words.
+    length_unit: LengthUnit | None = None
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -370,15 +396,18 @@ def from_dict(cls: type, values: Mapping[str, Any]):
 
 
 __all__ = [
+    "CHARACTER_BUCKET_EDGES",
     "Correction",
     "DecodeConfig",
     "EvalConfig",
     "LengthNormalization",
+    "LengthUnit",
     "PrepareConfig",
     "SYNTHETIC_DATASET",
     "Schedule",
     "SubwordModel",
     "TrainConfig",
+    "WORD_BUCKET_EDGES",
     "build",
     "check_keys",
     "convert",

@@ -396,7 +396,7 @@ def plot_bleu_by_length(report: EvalReport, path: Path, title: str | None = None
             axes.fill_between(x, lows, highs, color=line.get_color(), alpha=0.2, linewidth=0)
     axes.set_xticks(centres, labels=report.bucket_labels, fontsize=8)
     axes.set_xlim(report.bucket_edges[0], 2 * centres[-1] - report.bucket_edges[-1])
-    axes.set_xlabel("Sentence length (source words)")
+    axes.set_xlabel(f"Sentence length (source {report.length_unit})")
     axes.set_ylabel("BLEU")
     axes.set_ylim(bottom=0)
     axes.grid(True, alpha=0.3)

@@ -8,6 +8,7 @@ already in memory: reading files and translating with checkpoints is the caller'
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import numpy as np
@@ -16,7 +17,14 @@ from nmt.config import Correction, EvalConfig
 from nmt.errors import UserError
 from nmt.evaluation.alignment import AlignmentScores, GoldAlignment, Link, alignment_scores
 from nmt.evaluation.bootstrap import bootstrap_scores, paired_p_value, percentile_interval
-from nmt.evaluation.buckets import assign_buckets, bucket_labels, check_bucket_edges
+from nmt.evaluation.buckets import (
+    assign_buckets,
+    bucket_labels,
+    check_bucket_edges,
+    default_bucket_edges,
+    source_length_unit,
+    source_lengths,
+)
 from nmt.evaluation.metrics import BLEU_NAME, Metric, make_metrics
 from nmt.evaluation.report import (
     OVERALL,
@@ -28,6 +36,7 @@ from nmt.evaluation.report import (
     SystemResult,
 )
 from nmt.evaluation.significance import holm_adjusted
+from nmt.languages import resolve_bleu_tokenizer, tokenizer_warning
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +50,22 @@ def check_line_counts(named_counts: dict[str, int]) -> None:
         )
 
 
+def resolve_eval_config(config: EvalConfig, sources: list[str]) -> EvalConfig:
+    """`config` with what it leaves to the data chosen: the BLEU tokenizer (from the target language), the
+    length unit (from the source language or text) and the bucket edges (the unit's defaults). The tokenizer
+    is checked here, so that the CLI calls this before translating anything: a missing package for it is one
+    error line at once, not after minutes of decoding."""
+    unit = config.length_unit or source_length_unit(sources, config.source_lang)
+    return dataclasses.replace(
+        config,
+        tokenize=resolve_bleu_tokenizer(config.tokenize, config.target_lang),
+        length_unit=unit,
+        bucket_edges=check_bucket_edges(
+            config.bucket_edges if config.bucket_edges is not None else default_bucket_edges(unit)
+        ),
+    )
+
+
 def evaluate_systems(
     sources: list[str],
     references: list[str],
@@ -52,10 +77,11 @@ def evaluate_systems(
     """Score each system (name -> hypotheses, one per source line) overall and by source-length bucket.
 
     With `gold_alignments` (one per line), also score each system's word alignment of the sources with the
-    references (`alignments`: name -> links per line, or None for a system without attention).
+    references (`alignments`: name -> links per line, or None for a system without attention). What `config`
+    leaves None is chosen first (`resolve_eval_config`); the report's config holds the choices.
     """
-    config = config or EvalConfig()
-    edges = check_bucket_edges(config.bucket_edges)
+    config = resolve_eval_config(config or EvalConfig(), sources)
+    edges = config.bucket_edges
     if not systems:
         raise UserError("no system to evaluate; give at least one hypothesis file or checkpoint")
     check_line_counts(
@@ -74,11 +100,14 @@ def evaluate_systems(
 
     alignment = _alignment_scores(len(sources), systems, gold_alignments, alignments or {})
 
-    buckets = assign_buckets([len(line.split()) for line in sources], edges)  # (N,)
+    buckets = assign_buckets(source_lengths(sources, config.length_unit), edges)  # (N,)
     slices = [(label, np.flatnonzero(buckets == i)) for i, label in enumerate(bucket_labels(edges))]
     slices.append((OVERALL, np.arange(len(sources))))
 
     metrics = make_metrics(references, config)
+    warning = tokenizer_warning(config.tokenize, config.target_lang)
+    if warning:
+        logger.warning("%s", warning)
     stats: dict[
         str, dict[str, list]
     ] = {}  # system -> metric -> per-sentence statistics, N lists of D numbers

@@ -27,6 +27,7 @@ from sacrebleu.metrics.base import Score
 
 from nmt.config import EvalConfig
 from nmt.errors import UserError
+from nmt.languages import bleu_tokenizer_for, check_bleu_tokenizer
 
 BLEU_NAME, CHRF_NAME, TER_NAME = "BLEU", "chrF", "TER"
 
@@ -52,14 +53,17 @@ class Metric:
 
 
 def make_metrics(references: list[str], config: EvalConfig) -> list[Metric]:
-    """BLEU and chrF (and TER when `config.ter`) against `references`, with sacreBLEU's default settings."""
+    """BLEU and chrF (and TER when `config.ter`) against `references`, with sacreBLEU's default settings;
+    BLEU tokenized by `config.tokenize`, or else by the target language's tokenizer (`bleu_tokenizer_for`,
+    from nmt/languages.py, shared with dev BLEU in training)."""
+    tokenize = check_bleu_tokenizer(config.tokenize or bleu_tokenizer_for(config.target_lang))
     try:
         # force: the check for tokenized output is done once for all systems, by the evaluator
-        bleu = BLEU(tokenize=config.tokenize, force=True, references=[references])
-    except Exception as error:  # unknown tokenizer, or one whose extra package/model is missing
+        bleu = BLEU(tokenize=tokenize, force=True, references=[references])
+    except Exception as error:  # a tokenizer whose package is there but fails (a wrong MeCab dictionary)
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise UserError(
-            f"cannot use the BLEU tokenizer '{config.tokenize}' ({reason[:150]}); "
+            f"cannot use the BLEU tokenizer '{tokenize}' ({reason[:150]}); "
             f"choose one of {', '.join(BLEU.TOKENIZERS)}"
         ) from None
     chrf = CHRF(references=[references])  # chrF2 on character 6-grams, sacreBLEU's defaults

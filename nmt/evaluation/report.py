@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from nmt.config import Correction, EvalConfig, to_dict
+from nmt.config import Correction, EvalConfig, LengthUnit, to_dict
 from nmt.evaluation.alignment import AlignmentScores
 from nmt.evaluation.buckets import bucket_bounds
 from nmt.evaluation.metrics import BLEU_NAME, CHRF_NAME, TER_NAME
@@ -114,6 +114,11 @@ class EvalReport:
     def bucket_edges(self) -> tuple[int, ...]:
         return tuple(self.config.bucket_edges)
 
+    @property
+    def length_unit(self) -> str:
+        """What the buckets count: "words" or "characters" (of the source)."""
+        return LengthUnit(self.config.length_unit or LengthUnit.words).value
+
     def bucket_centre(self, index: int) -> float:
         """Where bucket `index` sits on a length axis: its middle (the open last bucket: a typical width)."""
         edges = self.bucket_edges
@@ -130,12 +135,14 @@ class EvalReport:
 
     def to_json_dict(self) -> dict:
         """Every number of the report, the configuration and the sacreBLEU signatures, as plain JSON types."""
+        unit = self.length_unit
         return {
             "sentences": self.sentences,
             "config": to_dict(self.config),
             "signatures": dict(self.signatures),
+            "length_unit": unit,
             "buckets": [
-                {"label": label, "min_words": low, "max_words": high, "sentences": size}
+                {"label": label, f"min_{unit}": low, f"max_{unit}": high, "sentences": size}
                 for label, (low, high), size in zip(
                     self.bucket_labels, bucket_bounds(self.bucket_edges), self.bucket_sizes, strict=True
                 )
@@ -160,8 +167,10 @@ class EvalReport:
         return {"alignment": None if scores is None else scores.to_dict()}
 
     def csv_rows(self) -> list[dict]:
-        """One row per system and bucket (and one per system for the whole test set)."""
+        """One row per system and bucket (and one per system for the whole test set); the length columns are
+        named by the unit (min_words, or min_characters for a source written without spaces)."""
         metrics = list(self.signatures)
+        unit = self.length_unit
         bounds = [*bucket_bounds(self.bucket_edges), (0, None)]
         rows = []
         for system in self.systems:
@@ -169,8 +178,8 @@ class EvalReport:
                 row = {
                     "system": system.name,
                     "bucket": scores.label,
-                    "min_words": low,
-                    "max_words": "" if high is None else high,
+                    f"min_{unit}": low,
+                    f"max_{unit}": "" if high is None else high,
                     "sentences": scores.sentences,
                 }
                 for metric in metrics:
@@ -206,7 +215,8 @@ class EvalReport:
         lines.extend(_align(rows))
         lines.append("")
         lines.append(
-            f"BLEU by source length in words: score{' [low, high]' if config.bootstrap_samples else ''}"
+            f"BLEU by source length in {self.length_unit}: score"
+            f"{' [low, high]' if config.bootstrap_samples else ''}"
             " (sentences)"
         )
         rows = [("bucket", *[s.name for s in self.systems])]

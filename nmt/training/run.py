@@ -29,6 +29,10 @@ from nmt.training import distributed
 from nmt.training.run_files import LAST, check_resumable, prepare_run_dir, vocab_checksum, write_config
 from nmt.training.setup import set_up
 from nmt.training.trainer import Trainer, TrainResult
+from nmt.training.validation import dev_bleu_tokenizer
+
+# Runs saved before dev BLEU followed the target language were all validated with sacreBLEU's default.
+EARLIER_BLEU_TOKENIZER = "13a"
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,23 @@ def check_train_config(config: TrainConfig) -> None:
         value = getattr(config, name)
         if value is not None and value <= 0:
             raise UserError(f"--{name.replace('_', '-')} must be positive (got {value})")
+
+
+def fix_bleu_tokenizer(
+    config: TrainConfig, data: PreparedData, resume: ResumePoint | None = None
+) -> TrainConfig:
+    """`config` with the dev BLEU tokenizer settled and checked, so that the run records it (config.yaml, the
+    checkpoints): the config's, else the target language's. A resumed run keeps the one it was validated
+    with, since its best dev BLEU (and best.pt) were measured with it; asking for another is refused."""
+    if resume is not None:
+        saved = resume.checkpoint.train_state["train_config"].get("bleu_tokenize") or EARLIER_BLEU_TOKENIZER
+        if config.bleu_tokenize is not None and config.bleu_tokenize != saved:
+            raise UserError(
+                f"{resume.path} was validated with the BLEU tokenizer '{saved}'; a resumed run keeps it (got "
+                f"--bleu-tokenize {config.bleu_tokenize}; start a new run to change it)"
+            )
+        config = dataclasses.replace(config, bleu_tokenize=saved)
+    return dataclasses.replace(config, bleu_tokenize=dev_bleu_tokenizer(data, config))
 
 
 def resolve_configs(
@@ -122,6 +143,7 @@ def train(
     checkpoint = resume.checkpoint if resume is not None else None
     if resume is not None:
         check_resumable(checkpoint, resume.path, arch, model_config, vocab_checksum(data.tokenizers))
+    train_config = fix_bleu_tokenizer(train_config, data, resume)
 
     context = distributed.from_environment()
     device = resolve_device(train_config.device)

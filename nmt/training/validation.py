@@ -1,7 +1,8 @@
 """Validation during training: dev loss, perplexity and BLEU of greedy translations, on a fixed dev prefix.
 
-The prefix is always the same (`TrainConfig.dev_sentences` first dev pairs), so that dev scores are
-comparable over the whole run.
+The prefix is always the same (`TrainConfig.dev_sentences` first dev pairs), and so is the BLEU tokenizer
+(`TrainConfig.bleu_tokenize`, by default the target language's, as `nmt eval` chooses it: nmt/languages.py),
+so that dev scores are comparable over the whole run.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from nmt.data.prepared import PreparedData
 from nmt.data.tokenizer import Tokenizer
 from nmt.decoding.search import greedy_search, source_limits
 from nmt.errors import UserError
+from nmt.languages import resolve_bleu_tokenizer, tokenizer_warning
 from nmt.memory import run_in_pieces
 from nmt.models.base import Seq2Seq
 from nmt.training.update import token_loss
@@ -31,7 +33,7 @@ logger = logging.getLogger(__name__)
 class Validation:
     dev_loss: float  # cross-entropy per target token, without label smoothing
     perplexity: float
-    bleu: float  # sacreBLEU corpus BLEU of greedy translations of the fixed dev prefix
+    bleu: float  # sacreBLEU corpus BLEU of greedy translations of the fixed dev prefix (DevSet.bleu_tokenize)
 
 
 @dataclass
@@ -39,10 +41,27 @@ class DevSet:
     pairs: TokenizedPairs  # the whole dev split, encoded
     references: list[str]  # the target text of the scored prefix
     batches: list[np.ndarray]  # the prefix's example indices, in length-sorted batches
+    bleu_tokenize: str  # sacreBLEU's tokenizer for dev BLEU (`dev_bleu_tokenizer`)
+
+
+def dev_bleu_tokenizer(data: PreparedData, config: TrainConfig) -> str:
+    """The tokenizer of dev BLEU: `config.bleu_tokenize`, else the one for the data's target language; a
+    `UserError` at once when it is unknown or needs a package that is not installed."""
+    return resolve_bleu_tokenizer(config.bleu_tokenize, data.target_lang, option="--bleu-tokenize")
+
+
+def dev_bleu(hypotheses: list[str], references: list[str], tokenize: str) -> float:
+    """sacreBLEU's corpus BLEU of the dev translations, tokenized by `tokenize`."""
+    return sacrebleu.corpus_bleu(hypotheses, [references], tokenize=tokenize).score
 
 
 def load_dev_set(data: PreparedData, config: TrainConfig) -> DevSet:
-    """The dev prefix that validation scores, batched as for decoding."""
+    """The dev prefix that validation scores, batched as for decoding, and the tokenizer of its BLEU."""
+    tokenize = dev_bleu_tokenizer(data, config)
+    warning = tokenizer_warning(tokenize, data.target_lang)
+    if warning:
+        logger.warning("dev %s", warning)
+    logger.info("dev BLEU tokenizer: %s (target language %s)", tokenize, data.target_lang)
     pairs = TokenizedPairs.from_dataset(data.split("dev"))
     references = data.text("dev", "target")
     if len(references) != len(pairs):
@@ -54,7 +73,7 @@ def load_dev_set(data: PreparedData, config: TrainConfig) -> DevSet:
         raise UserError(f"{data.path} has an empty dev split; validation needs dev sentences")
     # Without gradients a batch needs far less memory than in training: batch as for decoding.
     budget = max(config.batch_tokens, DecodeConfig().batch_tokens)
-    return DevSet(pairs, references[:count], sorted_batches(pairs, np.arange(count), budget))
+    return DevSet(pairs, references[:count], sorted_batches(pairs, np.arange(count), budget), tokenize)
 
 
 @torch.no_grad()
@@ -104,5 +123,5 @@ def validate(
     finally:
         model.train()
     dev_loss = float(loss_sum) / max(1, tokens)
-    bleu = sacrebleu.corpus_bleu(hypotheses, [dev.references]).score
+    bleu = dev_bleu(hypotheses, dev.references, dev.bleu_tokenize)
     return Validation(dev_loss=dev_loss, perplexity=math.exp(min(dev_loss, 100.0)), bleu=bleu)
