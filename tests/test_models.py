@@ -7,6 +7,7 @@ import dataclasses
 import pytest
 import torch
 import torch.nn.functional as F
+from model_checks import padded_batch, run_steps
 
 from nmt.data.special import BOS_ID, EOS_ID, PAD_ID
 from nmt.models import ARCHITECTURES, build_model, model_config
@@ -34,30 +35,6 @@ def make_model(arch: str, **overrides) -> torch.nn.Module:
     return model.eval()
 
 
-def padded_batch():
-    """Three pairs, all lengths different: src = ids + EOS, tgt_in = BOS + ids, right-padded."""
-    sources = [[5, 6, 7, 8, 9, 10], [11, 12, 13], [14, 15, 16, 17]]
-    targets = [[4, 5, 6], [7, 8, 9, 10, 11, 12, 13], [14, 15]]
-    src = torch.full((3, 7), PAD_ID)
-    tgt_in = torch.full((3, 8), PAD_ID)
-    for row, (s, t) in enumerate(zip(sources, targets, strict=True)):
-        src[row, : len(s) + 1] = torch.tensor(s + [EOS_ID])
-        tgt_in[row, : len(t) + 1] = torch.tensor([BOS_ID] + t)
-    src_lengths = torch.tensor([len(s) + 1 for s in sources])
-    tgt_lengths = torch.tensor([len(t) + 1 for t in targets])
-    return src, src_lengths, tgt_in, tgt_lengths
-
-
-def run_steps(model, src, src_lengths, tgt_in):
-    """Log-probs (B, T, V) from feeding `tgt_in` one token at a time, and the last state."""
-    state = model.start(model.encode(src, src_lengths))
-    outputs = []
-    for t in range(tgt_in.size(1)):
-        log_probs, state = model.step(tgt_in[:, t], state)
-        outputs.append(log_probs)
-    return torch.stack(outputs, dim=1), state
-
-
 def state_tensors(state) -> list[torch.Tensor]:
     """Every tensor in a (nested) state, in a fixed order."""
     if isinstance(state, torch.Tensor):
@@ -79,7 +56,7 @@ def test_step_reproduces_forward(arch):
     model = make_model(arch)
     src, src_lengths, tgt_in, _ = padded_batch()
     expected = model(src, src_lengths, tgt_in).log_softmax(dim=-1)
-    stepped, state = run_steps(model, src, src_lengths, tgt_in)
+    stepped, _, state = run_steps(model, src, src_lengths, tgt_in)
     assert stepped.dtype == torch.float32
     assert expected.shape == (3, tgt_in.size(1), TGT_VOCAB)
     torch.testing.assert_close(stepped, expected)
@@ -101,7 +78,7 @@ def test_output_does_not_depend_on_padding(arch):
         n, m = int(src_lengths[row]), int(tgt_lengths[row])
         alone = model(src[row : row + 1, :n], src_lengths[row : row + 1], tgt_in[row : row + 1, :m])
         torch.testing.assert_close(batched[row : row + 1, :m], alone)
-    stepped, _ = run_steps(model, src[1:2, :4], src_lengths[1:2], tgt_in[1:2])
+    stepped, _, _ = run_steps(model, src[1:2, :4], src_lengths[1:2], tgt_in[1:2])
     torch.testing.assert_close(stepped, batched[1:2].log_softmax(-1))
 
 
@@ -263,7 +240,7 @@ def test_rnn_decoder_sees_the_source_only_through_c():
         torch.testing.assert_close(model(src_b, torch.tensor([6]), tgt_in), out_a)
     finally:
         handle.remove()
-    stepped, _ = run_steps(model, src_a, torch.tensor([4]), tgt_in)
+    stepped, _, _ = run_steps(model, src_a, torch.tensor([4]), tgt_in)
     state = model.start(type(model.encode(src_b, torch.tensor([6])))(summary=c_a))
     forced = []
     for t in range(tgt_in.size(1)):
@@ -347,7 +324,7 @@ def test_rnn_models_with_and_without_maxout(maxout_dim):
     src, src_lengths, tgt_in, _ = padded_batch()
     for arch in ("rnn", "rnnsearch"):
         model = make_model(arch, maxout_dim=maxout_dim)
-        stepped, _ = run_steps(model, src, src_lengths, tgt_in)
+        stepped, _, _ = run_steps(model, src, src_lengths, tgt_in)
         torch.testing.assert_close(stepped, model(src, src_lengths, tgt_in).log_softmax(-1))
 
 
@@ -368,7 +345,7 @@ def test_rnn_models_with_and_without_maxout(maxout_dim):
 def test_transformer_cached_step_equals_recomputing_the_prefix(overrides):
     model = make_model("transformer", **overrides)
     src, src_lengths, tgt_in, _ = padded_batch()
-    stepped, _ = run_steps(model, src, src_lengths, tgt_in)
+    stepped, _, _ = run_steps(model, src, src_lengths, tgt_in)
     for t in range(tgt_in.size(1)):
         prefix = model(src, src_lengths, tgt_in[:, : t + 1]).log_softmax(-1)  # no cache: the whole prefix
         torch.testing.assert_close(stepped[:, t], prefix[:, -1])
@@ -390,10 +367,10 @@ def test_transformer_shared_embeddings_and_attention_layer():
     model = make_model("transformer", src_vocab_size=TGT_VOCAB, share_embeddings=True, alignment_layer=0)
     assert model.src_embed is model.tgt_embed
     src, src_lengths, tgt_in, _ = padded_batch()
-    stepped, state = run_steps(model, src, src_lengths, tgt_in)
+    stepped, _, state = run_steps(model, src, src_lengths, tgt_in)
     torch.testing.assert_close(stepped, model(src, src_lengths, tgt_in).log_softmax(-1))
     assert (state.attention[src == PAD_ID] == 0).all()
     last_layer = make_model("transformer", src_vocab_size=TGT_VOCAB, share_embeddings=True)
     last_layer.load_state_dict(model.state_dict())
-    _, other = run_steps(last_layer, src, src_lengths, tgt_in)
+    _, _, other = run_steps(last_layer, src, src_lengths, tgt_in)
     assert not torch.allclose(other.attention, state.attention)  # a different layer's attention

@@ -9,6 +9,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from model_checks import padded_batch, run_steps
 
 from nmt.config import LengthNormalization
 from nmt.data.batching import pad_sources
@@ -35,28 +36,6 @@ def make_model(form: AttentionScore, perturb: bool = True, **overrides) -> torch
             for param in model.parameters():
                 param.add_(torch.randn_like(param) * 0.2)
     return model.eval()
-
-
-def padded_batch():
-    """Three pairs, all lengths different: src = ids + EOS, tgt_in = BOS + ids, right-padded."""
-    sources = [[5, 6, 7, 8, 9, 10], [11, 12, 13], [14, 15, 16, 17]]
-    targets = [[4, 5, 6], [7, 8, 9, 10, 11, 12, 13], [14, 15]]
-    src, src_lengths = pad_sources(sources)
-    tgt_in = torch.full((3, 8), PAD_ID)
-    for row, t in enumerate(targets):
-        tgt_in[row, : len(t) + 1] = torch.tensor([BOS_ID, *t])
-    return src, src_lengths, tgt_in, torch.tensor([len(t) + 1 for t in targets])
-
-
-def run_steps(model, src, src_lengths, tgt_in):
-    """Log-probs (B, T, V) and alignments (B, T, S) from feeding `tgt_in` one token at a time."""
-    state = model.start(model.encode(src, src_lengths))
-    log_probs, alignments = [], []
-    for t in range(tgt_in.size(1)):
-        step_log_probs, state = model.step(tgt_in[:, t], state)
-        log_probs.append(step_log_probs)
-        alignments.append(state.attention)
-    return torch.stack(log_probs, dim=1), torch.stack(alignments, dim=1)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -208,7 +187,7 @@ def test_step_reproduces_forward(form):
     model = make_model(form)
     src, src_lengths, tgt_in, _ = padded_batch()
     expected = model(src, src_lengths, tgt_in).log_softmax(dim=-1)
-    stepped, alignments = run_steps(model, src, src_lengths, tgt_in)
+    stepped, alignments, _ = run_steps(model, src, src_lengths, tgt_in)
     assert stepped.dtype == alignments.dtype == torch.float32
     torch.testing.assert_close(stepped, expected, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(alignments, model.attention_maps(src, src_lengths, tgt_in).cross[0][:, 0])
@@ -220,7 +199,7 @@ def check_under_autocast(form: AttentionScore, device: str, dtype: torch.dtype) 
     src, src_lengths, tgt_in, _ = (t.to(device) for t in padded_batch())
     reference = model(src, src_lengths, tgt_in).log_softmax(-1)
     with torch.autocast(device, dtype=dtype):
-        stepped, alignments = run_steps(model, src, src_lengths, tgt_in)
+        stepped, alignments, _ = run_steps(model, src, src_lengths, tgt_in)
     assert stepped.dtype == alignments.dtype == torch.float32
     assert (alignments[src.eq(PAD_ID)[:, None, :].expand_as(alignments)] == 0).all()
     assert (stepped - reference).abs().max() < 0.5  # bf16 keeps about 3 significant digits

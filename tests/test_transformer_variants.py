@@ -9,6 +9,7 @@ import math
 
 import pytest
 import torch
+from model_checks import padded_batch, run_steps
 
 from nmt.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from nmt.config import LengthNormalization, to_dict
@@ -57,29 +58,6 @@ def tiny_model(positions=Positions.sinusoidal, scale_attention=True, **overrides
         for param in model.parameters():
             param.add_(torch.randn_like(param) * 0.3)
     return model.eval()
-
-
-def padded_batch():
-    """Three pairs of different lengths: src = ids + EOS, tgt_in = BOS + ids, right-padded."""
-    sources = [[5, 6, 7, 8, 9, 10], [11, 12, 13], [14, 15, 16, 17]]
-    targets = [[4, 5, 6], [7, 8, 9, 10, 11, 12, 13], [14, 15]]
-    src, src_lengths = pad_sources(sources)
-    tgt_in = torch.full((3, 8), PAD_ID)
-    for row, t in enumerate(targets):
-        tgt_in[row, : len(t) + 1] = torch.tensor([BOS_ID] + t)
-    tgt_lengths = torch.tensor([len(t) + 1 for t in targets])
-    return src, src_lengths, tgt_in, tgt_lengths
-
-
-def run_steps(model, src, src_lengths, tgt_in):
-    """Log-probs (B, T, V), `state.attention` (B, T, S) and the last state, feeding one token at a time."""
-    state = model.start(model.encode(src, src_lengths))
-    log_probs, attention = [], []
-    for t in range(tgt_in.size(1)):
-        out, state = model.step(tgt_in[:, t], state)
-        log_probs.append(out)
-        attention.append(state.attention)
-    return torch.stack(log_probs, dim=1), torch.stack(attention, dim=1), state
 
 
 # ------------------------------------------------------------------------------------------------------------
