@@ -9,7 +9,10 @@ from typing import Annotated
 
 import typer
 
-from nmt.config import Correction, LengthUnit
+from nmt.cli.translate import BEAM_STOP_HELP
+from nmt.config import BeamStop, Correction, DecodeConfig, LengthUnit
+
+_BEAM_STOP_DEFAULT = DecodeConfig().beam_stop.value
 
 
 class BleuTokenizer(str, Enum):
@@ -45,6 +48,10 @@ def evaluate(
         ),
     ] = None,
     beam: Annotated[int | None, typer.Option(help="Beam size for --checkpoint translation.")] = None,
+    beam_stop: Annotated[
+        BeamStop | None,
+        typer.Option(help=f"For --checkpoint translation: {BEAM_STOP_HELP}", show_default=_BEAM_STOP_DEFAULT),
+    ] = None,
     alignment: Annotated[
         Path | None,
         typer.Option(
@@ -152,7 +159,7 @@ def evaluate(
     model's attention aligns (AER, Och and Ney 2003). BLEU's tokenizer follows the target language."""
     # deferred: the library (sacreBLEU, matplotlib) loads only when the command runs, so `nmt --help` is quick
     from nmt.cli import eval_inputs
-    from nmt.config import DecodeConfig, EvalConfig
+    from nmt.config import EvalConfig
     from nmt.evaluation import (
         compared_pairs,
         evaluate_systems,
@@ -178,7 +185,8 @@ def evaluate(
         "length_unit": length_unit,
     }
     config = EvalConfig(ter=ter, **{key: value for key, value in overrides.items() if value is not None})
-    decode = DecodeConfig(beam_size=beam) if beam is not None else DecodeConfig()
+    given = {"beam_size": beam, "beam_stop": beam_stop}
+    decode = DecodeConfig(**{key: value for key, value in given.items() if value is not None})
     named = [("--system", spec) for spec in system or []] + [
         ("--checkpoint", spec) for spec in checkpoint or []
     ]

@@ -79,12 +79,24 @@ class LengthNormalization(str, enum.Enum):
     none = "none"  # the plain sum log P, which favours short outputs
 
 
+class BeamStop(str, enum.Enum):
+    """When beam search stops working on a sentence (both stop one that no live beam can still improve).
+
+    first-k may miss a better hypothesis: when the K-th finished one appears, a live beam ranked above it can
+    still end better, whatever the normalisation, and more often when length is rewarded (GNMT alpha > 0).
+    """
+
+    first_k = "first-k"  # once it has K finished hypotheses (K = the beam size): the usual rule, sooner
+    exact = "exact"  # only when no live beam can still beat its n-th best finished one, to the length limit
+
+
 @dataclass
 class DecodeConfig:
     beam_size: int = 5
     nbest: int = 1
     length_penalty: float = 1.0  # GNMT alpha: score / ((5 + |y|) / 6) ** alpha; 0 disables
     normalization: LengthNormalization = LengthNormalization.gnmt
+    beam_stop: BeamStop = BeamStop.first_k  # exact costs 13-14% more time for no BLEU (docs/results.md, 6)
     max_len_a: float = 1.5  # the output may have at most a * source_length + b tokens
     max_len_b: int = 10
     batch_tokens: int = 8000  # padded source tokens x beam size per decoding batch
@@ -396,6 +408,7 @@ def from_dict(cls: type, values: Mapping[str, Any]):
 
 
 __all__ = [
+    "BeamStop",
     "CHARACTER_BUCKET_EDGES",
     "Correction",
     "DecodeConfig",

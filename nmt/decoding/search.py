@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from nmt.config import LengthNormalization
+from nmt.config import BeamStop, LengthNormalization
 from nmt.data.special import BOS_ID, EOS_ID, PAD_ID
 from nmt.models.base import Seq2Seq
 
@@ -189,6 +189,7 @@ def beam_search(
     max_len_b: int,
     max_output_len: int | None = None,
     return_attention: bool = False,
+    stop: BeamStop = BeamStop.first_k,
 ) -> list[list[Hypothesis]]:
     """Beam search over a batch of B sentences at once; the `nbest` best hypotheses of each, best first.
 
@@ -198,9 +199,14 @@ def beam_search(
     - Continuations ending in EOS among the K best of a step become finished hypotheses, ranked by their
       length-normalised score (`normalization`, with GNMT's alpha = `length_penalty`); each sentence keeps its
       K best finished ones. The live beams are the K best continuations that do not end in EOS.
-    - A sentence is done when it has K finished hypotheses (the usual rule), or earlier when its n-th best
-      finished score is at least the best score any live beam could still reach (an exact bound: log-probs
-      only fall as a hypothesis grows, and the normaliser is largest at the maximum length).
+    - A sentence is done when its n-th best finished score (n = `nbest`) is at least the best score any live
+      beam could still reach, or when it has no live beam left. The bound is exact: log-probs only fall as a
+      hypothesis grows, and every normaliser (GNMT's ((5 + |y|) / 6) ** alpha with alpha >= 0, |y|, or 1) is
+      positive and largest at the length limit, so a live beam of log-prob lp <= 0 can reach at most
+      lp / normaliser(limit + 1). The n-th best, not the best: all `nbest` returned must be beyond reach.
+    - `stop=BeamStop.first_k` (the usual rule) also ends a sentence as soon as it has K finished hypotheses,
+      though a live beam may still beat them; `stop=BeamStop.exact` keeps its live beams expanding, and a
+      continuation that ends better than the worst of the K kept finished ones replaces it.
     - The search stops when every sentence is done.
     """
     if beam_size < 1:
@@ -283,15 +289,13 @@ def beam_search(
         if attention_history is not None:
             attention_history = torch.cat([attention_history[rows], step_attention[rows, None]], dim=1)
 
-        # Done: K finished, or no live beam can still beat the n-th best finished one.
+        # Done: no live beam can still beat the n-th best finished one (or, with first-k, K have finished).
         best_live = beam_log_probs.max(dim=1).values  # (A,)
         reachable = normalize(best_live, max_lens[active] + 1)  # (A,) the best score a live beam could reach
         finished_scores = fin_scores[active]  # (A, K)
-        done = (
-            torch.isfinite(finished_scores).all(dim=1)
-            | (finished_scores[:, nbest - 1] >= reachable)
-            | ~torch.isfinite(best_live)
-        )  # (A,)
+        done = (finished_scores[:, nbest - 1] >= reachable) | ~torch.isfinite(best_live)  # (A,)
+        if stop == BeamStop.first_k:
+            done |= torch.isfinite(finished_scores).all(dim=1)
         num_done = int(done.sum())  # one host-device sync per step for both tests below
         if num_done == num_active:
             break

@@ -283,6 +283,7 @@ def _translate_chunk(
             max_len_a=config.max_len_a,
             max_len_b=config.max_len_b,
             max_output_len=max_output,
+            stop=config.beam_stop,
         )
 
     def does_not_fit(row: int) -> list[Hypothesis]:
