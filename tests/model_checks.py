@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
+from nmt.config import LengthNormalization
 from nmt.data.batching import pad_sources
 from nmt.data.special import BOS_ID, PAD_ID
+from nmt.decoding.search import beam_search, greedy_search
 
 
 def padded_batch():
@@ -32,3 +35,38 @@ def run_steps(model, src, src_lengths, tgt_in):
         attention.append(state.attention)
     stacked = None if attention[0] is None else torch.stack(attention, dim=1)
     return torch.stack(log_probs, dim=1), stacked, state
+
+
+SENTENCES = [[5, 6, 7, 8, 9, 10, 11], [12, 13], [14, 15, 16, 17], [18]]  # source ids of four lengths
+
+
+def assert_beam_one_equals_greedy(model, sentences=SENTENCES) -> None:
+    """Beam search with one beam and no normalisation finds greedy's tokens, log-probs, scores and (for a
+    model with attention) attention rows."""
+    src, lengths = pad_sources(sentences)
+    with_attention = model.has_attention
+    greedy = greedy_search(model, src, lengths, max_len_a=1.5, max_len_b=4, return_attention=with_attention)
+    beam = beam_search(
+        *(model, src, lengths),
+        beam_size=1,
+        max_len_a=1.5,
+        max_len_b=4,
+        normalization=LengthNormalization.none,
+        return_attention=with_attention,
+    )
+    for g, (b,) in zip(greedy, beam, strict=True):
+        assert g.tokens == b.tokens
+        assert g.log_prob == pytest.approx(b.log_prob, abs=1e-5)
+        assert g.score == pytest.approx(b.score, abs=1e-5)
+        if with_attention:
+            torch.testing.assert_close(g.attention, b.attention)
+
+
+def assert_batched_equals_one_at_a_time(model, sentences=SENTENCES, **options) -> None:
+    """Beam search over a padded batch gives each sentence the n-best it gets alone."""
+    options = {"beam_size": 3, "nbest": 2, "max_len_a": 1.0, "max_len_b": 3, **options}
+    batched = beam_search(model, *pad_sources(sentences), **options)
+    for sentence, together in zip(sentences, batched, strict=True):
+        alone = beam_search(model, *pad_sources([sentence]), **options)[0]
+        assert [h.tokens for h in together] == [h.tokens for h in alone]
+        assert [h.score for h in together] == pytest.approx([h.score for h in alone], abs=1e-4)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import pytest
 import torch
+from model_checks import SENTENCES, assert_batched_equals_one_at_a_time, assert_beam_one_equals_greedy
 from torch import Tensor
 
 from nmt.config import LengthNormalization
@@ -266,7 +267,6 @@ def test_special_tokens_are_never_produced():
 # Real models (tiny presets, random weights)
 
 ARCHS = ["rnn", "rnnsearch", "transformer"]
-REAL_SENTENCES = [[5, 6, 7, 8, 9, 10, 11], [12, 13], [14, 15, 16, 17], [18]]
 
 
 def tiny_model(arch: str, vocab: int = 40):
@@ -279,32 +279,17 @@ def tiny_model(arch: str, vocab: int = 40):
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_beam_one_equals_greedy_for_every_model(arch):
-    model = tiny_model(arch)
-    src, lengths = pad_sources(REAL_SENTENCES)
-    greedy = greedy_search(model, src, lengths, max_len_a=1.5, max_len_b=4)
-    beam = beam_search(
-        model, src, lengths, beam_size=1, max_len_a=1.5, max_len_b=4, normalization=LengthNormalization.none
-    )
-    for g, (b,) in zip(greedy, beam, strict=True):
-        assert g.tokens == b.tokens
-        assert g.log_prob == pytest.approx(b.log_prob, abs=1e-5)
-        assert g.score == pytest.approx(b.score, abs=1e-5)
+    assert_beam_one_equals_greedy(tiny_model(arch))
 
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_batched_beam_search_equals_one_sentence_at_a_time_for_every_model(arch):
-    model = tiny_model(arch)
-    options = {"beam_size": 3, "nbest": 2, "max_len_a": 1.0, "max_len_b": 3}
-    batched = beam_search(model, *pad_sources(REAL_SENTENCES), **options)
-    for sentence, together in zip(REAL_SENTENCES, batched, strict=True):
-        alone = beam_search(model, *pad_sources([sentence]), **options)[0]
-        assert [h.tokens for h in together] == [h.tokens for h in alone]
-        assert [h.score for h in together] == pytest.approx([h.score for h in alone], abs=1e-4)
+    assert_batched_equals_one_at_a_time(tiny_model(arch))
 
 
 def test_cached_transformer_decoding_equals_rerunning_the_prefix():
     model = tiny_model("transformer")
-    src, lengths = pad_sources(REAL_SENTENCES)
+    src, lengths = pad_sources(SENTENCES)
     cached = greedy_search(model, src, lengths, max_len_a=1.5, max_len_b=4)
     limits = max_output_lengths(lengths, 1.5, 4)
     with torch.inference_mode():
@@ -328,7 +313,7 @@ def test_cached_transformer_decoding_equals_rerunning_the_prefix():
 @pytest.mark.parametrize("arch", ARCHS)
 def test_decoding_under_bf16_autocast(arch):
     model = tiny_model(arch)
-    src, lengths = pad_sources(REAL_SENTENCES)
+    src, lengths = pad_sources(SENTENCES)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         beams = beam_search(
             model,
@@ -351,7 +336,7 @@ def test_decoding_under_bf16_autocast(arch):
 @pytest.mark.parametrize("arch", ["rnnsearch", "transformer"])
 def test_real_attention_is_a_distribution_over_the_real_source(arch):
     model = tiny_model(arch)
-    src, lengths = pad_sources(REAL_SENTENCES)
+    src, lengths = pad_sources(SENTENCES)
     for hyps, length in zip(
         beam_search(
             model, src, lengths, beam_size=2, nbest=2, max_len_a=1.0, max_len_b=2, return_attention=True
@@ -369,7 +354,7 @@ def test_real_attention_is_a_distribution_over_the_real_source(arch):
 @pytest.mark.parametrize("arch", ARCHS)
 def test_decoding_on_cuda_under_autocast(arch, dtype):
     model = tiny_model(arch).cuda()
-    src, lengths = (t.cuda() for t in pad_sources(REAL_SENTENCES))
+    src, lengths = (t.cuda() for t in pad_sources(SENTENCES))
     with torch.autocast("cuda", dtype=dtype):
         beams = beam_search(
             model,

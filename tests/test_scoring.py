@@ -9,12 +9,15 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from model_checks import padded_batch, run_steps
+from model_checks import (
+    assert_batched_equals_one_at_a_time,
+    assert_beam_one_equals_greedy,
+    padded_batch,
+    run_steps,
+)
 
-from nmt.config import LengthNormalization
 from nmt.data.batching import pad_sources
 from nmt.data.special import BOS_ID, EOS_ID, PAD_ID
-from nmt.decoding.search import beam_search, greedy_search
 from nmt.models import build_model, model_config
 from nmt.models.configs import AttentionScore
 
@@ -222,41 +225,17 @@ def test_step_on_cuda_under_autocast_stays_float32(form, dtype):
 # ------------------------------------------------------------------------------------------------------------
 # 4. Search
 
-SENTENCES = [[5, 6, 7, 8, 9, 10, 11], [12, 13], [14, 15, 16, 17], [18]]
-
 
 @pytest.mark.parametrize("form", FORMS)
 @torch.no_grad()
 def test_beam_one_equals_greedy(form):
-    model = make_model(form)
-    src, lengths = pad_sources(SENTENCES)
-    greedy = greedy_search(model, src, lengths, max_len_a=1.5, max_len_b=4, return_attention=True)
-    beam = beam_search(
-        model,
-        src,
-        lengths,
-        beam_size=1,
-        max_len_a=1.5,
-        max_len_b=4,
-        normalization=LengthNormalization.none,
-        return_attention=True,
-    )
-    for g, (b,) in zip(greedy, beam, strict=True):
-        assert g.tokens == b.tokens
-        assert g.log_prob == pytest.approx(b.log_prob, abs=1e-5)
-        torch.testing.assert_close(g.attention, b.attention)
+    assert_beam_one_equals_greedy(make_model(form))
 
 
 @pytest.mark.parametrize("form", FORMS)
 @torch.no_grad()
 def test_batched_beam_search_equals_one_sentence_at_a_time(form):
-    model = make_model(form)
-    options = {"beam_size": 3, "nbest": 2, "max_len_a": 1.0, "max_len_b": 3}
-    batched = beam_search(model, *pad_sources(SENTENCES), **options)
-    for sentence, together in zip(SENTENCES, batched, strict=True):
-        alone = beam_search(model, *pad_sources([sentence]), **options)[0]
-        assert [h.tokens for h in together] == [h.tokens for h in alone]
-        assert [h.score for h in together] == pytest.approx([h.score for h in alone], abs=1e-4)
+    assert_batched_equals_one_at_a_time(make_model(form))
 
 
 # ------------------------------------------------------------------------------------------------------------

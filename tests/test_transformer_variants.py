@@ -9,14 +9,19 @@ import math
 
 import pytest
 import torch
-from model_checks import padded_batch, run_steps
+from model_checks import (
+    assert_batched_equals_one_at_a_time,
+    assert_beam_one_equals_greedy,
+    padded_batch,
+    run_steps,
+)
 
 from nmt.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from nmt.config import LengthNormalization, to_dict
+from nmt.config import to_dict
 from nmt.data.batching import pad_sources
 from nmt.data.prepared import PreparedData
 from nmt.data.special import BOS_ID, PAD_ID
-from nmt.decoding.search import beam_search, greedy_search
+from nmt.decoding.search import beam_search
 from nmt.models import build_model, transformer_attention
 from nmt.models.base import AttentionMaps
 from nmt.models.configs import Positions, TransformerConfig
@@ -79,21 +84,8 @@ def test_step_reproduces_forward_on_a_padded_batch(positions, scale, one_query_s
 @pytest.mark.parametrize(("positions", "scale"), VARIANTS, ids=VARIANT_IDS)
 def test_beam_one_equals_greedy_and_batched_equals_one_at_a_time(positions, scale):
     model = tiny_model(positions, scale)
-    sentences = [[5, 6, 7, 8, 9, 10, 11], [12, 13], [14, 15, 16, 17], [18]]
-    src, lengths = pad_sources(sentences)
-    greedy = greedy_search(model, src, lengths, max_len_a=1.5, max_len_b=4)
-    beam = beam_search(
-        model, src, lengths, beam_size=1, max_len_a=1.5, max_len_b=4, normalization=LengthNormalization.none
-    )
-    for g, (b,) in zip(greedy, beam, strict=True):
-        assert g.tokens == b.tokens
-        assert g.log_prob == pytest.approx(b.log_prob, abs=1e-5)
-    options = {"beam_size": 3, "nbest": 2, "max_len_a": 1.0, "max_len_b": 3}
-    batched = beam_search(model, src, lengths, **options)
-    for sentence, together in zip(sentences, batched, strict=True):
-        alone = beam_search(model, *pad_sources([sentence]), **options)[0]
-        assert [h.tokens for h in together] == [h.tokens for h in alone]
-        assert [h.score for h in together] == pytest.approx([h.score for h in alone], abs=1e-4)
+    assert_beam_one_equals_greedy(model)
+    assert_batched_equals_one_at_a_time(model)
 
 
 @pytest.mark.parametrize("positions", POSITIONS)
