@@ -148,9 +148,20 @@ def translate_checkpoints(
 def _run_checkpoint(test_set: TestSet, name: str, path: Path, decode: DecodeConfig, device: str) -> None:
     """Translate the sources with the checkpoint and, with gold alignments, align source and reference."""
     # deferred: torch takes seconds to import and only --checkpoint needs it
-    from nmt.decoding.alignment import align_with_checkpoint
-    from nmt.decoding.translation import translate_with_checkpoint
+    from nmt.decoding.alignment import align_words
+    from nmt.decoding.translation import load_translator, translate_texts
+    from nmt.devices import resolve_device
 
-    test_set.systems[name] = translate_with_checkpoint(path, test_set.sources, decode, device)
-    if test_set.gold_alignments is not None:
-        test_set.alignments[name] = align_with_checkpoint(path, test_set.sources, test_set.references, device)
+    torch_device = resolve_device(device)
+    model, loaded = load_translator(path, torch_device)  # once, for translating and aligning
+    logger.info("system '%s': %s", name, path)
+    test_set.systems[name] = translate_texts(model, loaded.tokenizers, test_set.sources, decode, torch_device)
+    if test_set.gold_alignments is None:
+        return
+    if not model.has_attention:
+        test_set.alignments[name] = None  # nothing to align with: reported as n/a
+        return
+    logger.info("aligning %d pairs with the attention of %s", len(test_set.sources), path)
+    test_set.alignments[name] = align_words(
+        model, loaded.tokenizers, test_set.sources, test_set.references, torch_device
+    )

@@ -200,10 +200,10 @@ def test_eval_without_mecab_exits_2_before_translating(
 ):
     checkpoint = make_checkpoint(tmp_path / "m.pt", en_zh_data, "rnn")
 
-    def must_not_translate(*args, **kwargs):
-        raise AssertionError("translated before the tokenizer was checked")
+    def must_not_load(*args, **kwargs):
+        raise AssertionError("a model was loaded to translate before the tokenizer was checked")
 
-    monkeypatch.setattr("nmt.decoding.translation.translate_with_checkpoint", must_not_translate)
+    monkeypatch.setattr("nmt.decoding.translation.load_translator", must_not_load)
     result = run_nmt(
         "eval", "-s", files["en"], "-r", files["zh"], "--checkpoint", f"m={checkpoint}", *options,
         "--device", "cpu",

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -25,8 +24,6 @@ from nmt.data.batching import length_batches, pad_sources, pad_targets
 from nmt.data.corpus import normalize
 from nmt.data.tokenizer import Tokenizer, TokenizerPair
 from nmt.decoding.search import source_limits
-from nmt.decoding.translation import load_translator
-from nmt.devices import resolve_device
 from nmt.errors import UserError
 from nmt.memory import run_in_pieces
 from nmt.models.base import Seq2Seq
@@ -181,22 +178,8 @@ def _align_batch(
     ]
 
 
-def align_with_checkpoint(
-    checkpoint: Path, sources: Sequence[str], references: Sequence[str], device: str = "auto"
-) -> list[list[Link]] | None:
-    """The attention's word alignment of each pair by the model in `checkpoint` (for `nmt eval`), or None
-    when the model has no attention to align with."""
-    torch_device = resolve_device(device)
-    model, loaded = load_translator(checkpoint, torch_device)
-    if not model.has_attention:
-        return None
-    logger.info("aligning %d pairs with the attention of %s", len(sources), checkpoint)
-    return align_words(model, loaded.tokenizers, sources, references, torch_device)
-
-
 __all__ = [
     "align_from_attention",
-    "align_with_checkpoint",
     "align_words",
     "argmax_alignment",
     "piece_words",

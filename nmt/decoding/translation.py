@@ -1,7 +1,7 @@
 """Translating raw text with a checkpoint: normalise, encode, batch by length, beam search, detokenise.
 
 `translate_lines` is the one entry point that everything else uses (`translate_stream` for the
-`nmt translate` command, `translate_with_checkpoint` for `nmt eval`): it streams any number of lines with
+`nmt translate` command, `translate_texts` for `nmt eval`): it streams any number of lines with
 bounded memory, in chunks of `chunk_size` lines, and yields exactly one `Translation` per input line, in input
 order. Reading the input (nmt.files) and drawing attention (nmt.plots) are the caller's job: a caller asks for
 the attention maps of the first lines and receives each `Translation`.
@@ -42,7 +42,6 @@ from nmt.data.corpus import normalize, one_line
 from nmt.data.special import UNK_ID
 from nmt.data.tokenizer import TokenizerPair
 from nmt.decoding.search import Hypothesis, beam_search, source_limits
-from nmt.devices import resolve_device
 from nmt.errors import UserError
 from nmt.files import atomic_write
 from nmt.memory import run_in_pieces
@@ -404,14 +403,13 @@ def translate_to_file(path: Path, translate) -> TranslationReport:
     return report
 
 
-def translate_with_checkpoint(
-    checkpoint: Path, lines: list[str], decode: DecodeConfig, device: str = "auto"
+def translate_texts(
+    model: Seq2Seq, tokenizers: TokenizerPair, lines: list[str], decode: DecodeConfig, device: torch.device
 ) -> list[str]:
-    """Translate `lines` with the model in `checkpoint`: one output line per input line (for `nmt eval`)."""
-    torch_device = resolve_device(device)
-    model, loaded = load_translator(checkpoint, torch_device)
-    logger.info("translating %d lines with %s on %s", len(lines), checkpoint, torch_device)
-    return [result.text for result in translate_lines(model, loaded.tokenizers, lines, decode, torch_device)]
+    """Translate `lines` with a loaded model (`load_translator`): one output line per input line (`nmt eval`
+    loads each checkpoint once, to translate and then to align)."""
+    logger.info("translating %d lines on %s", len(lines), device)
+    return [result.text for result in translate_lines(model, tokenizers, lines, decode, device)]
 
 
 __all__ = [
@@ -427,6 +425,6 @@ __all__ = [
     "source_pieces",
     "translate_lines",
     "translate_stream",
+    "translate_texts",
     "translate_to_file",
-    "translate_with_checkpoint",
 ]
