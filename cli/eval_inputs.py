@@ -1,5 +1,6 @@
 """What `nmt eval` scores: the test set read from files, and each system's lines, read from a hypothesis file
-(--system NAME=FILE) or translated with a checkpoint (--checkpoint NAME=CKPT). With gold word alignments
+(--system NAME=FILE) or translated with a checkpoint (--checkpoint NAME=CKPT), or with an ensemble of
+several (--checkpoint NAME=A.pt+B.pt: their probabilities averaged at every step). With gold word alignments
 (--alignment FILE), each checkpoint with attention also aligns the source with the reference.
 
 Reading and translating happen here, before the library's `evaluate_systems`, which takes lines in memory;
@@ -54,15 +55,27 @@ def parse_named_path(spec: str, option: str) -> tuple[str, Path]:
     return name.strip(), Path(path.strip())
 
 
+def ensemble_paths(path: Path) -> list[Path]:
+    """The checkpoints of a --checkpoint value: 'A.pt+B.pt' is an ensemble of A.pt and B.pt, unless a file
+    of that very name exists (a checkpoint whose name holds '+')."""
+    if path.is_file() or "+" not in str(path):
+        return [path]
+    parts = str(path).split("+")
+    if not all(part.strip() for part in parts):
+        raise UserError(f"--checkpoint '{path}': an ensemble is CKPT+CKPT+..., with no empty name")
+    return [Path(part.strip()) for part in parts]
+
+
 def read_test_set(
     source: Path,
     reference: Path,
     system_specs: list[str],
     checkpoint_specs: list[str],
     alignment: Path | None = None,
-) -> tuple[TestSet, list[tuple[str, Path]]]:
+) -> tuple[TestSet, list[tuple[str, list[Path]]]]:
     """Read the files and the hypothesis files (NAME=FILE), and compare the line counts; return the test set
-    and the checkpoints (NAME, CKPT) still to translate (`translate_checkpoints`), in the order given.
+    and the checkpoints (NAME, [CKPT, ...]: one, or an ensemble's) still to translate
+    (`translate_checkpoints`), in the order given.
 
     Nothing here loads a model: every file is read and checked before any checkpoint is.
     """
@@ -98,7 +111,7 @@ def read_test_set(
         test_set.systems[name] = lines
         if gold is not None:
             test_set.alignments[name] = None  # a file of translations has no attention
-    checkpoints = [(name, path) for option, name, path in parsed if option == "--checkpoint"]
+    checkpoints = [(name, ensemble_paths(path)) for option, name, path in parsed if option == "--checkpoint"]
     return test_set, checkpoints
 
 
@@ -135,33 +148,37 @@ def _agreed(side: str, codes: list[str | None]) -> str | None:
 
 def translate_checkpoints(
     test_set: TestSet,
-    checkpoints: list[tuple[str, Path]],
+    checkpoints: list[tuple[str, list[Path]]],
     decode: DecodeConfig | None = None,
     device: str = "auto",
 ) -> None:
-    """Add each checkpoint's translations of the sources to `test_set` (and its alignments, when the test
-    set has gold ones), in the order given."""
-    for name, path in checkpoints:
-        _run_checkpoint(test_set, name, path, decode or DecodeConfig(), device)
+    """Add each checkpoint's (or ensemble's) translations of the sources to `test_set` (and its alignments,
+    when the test set has gold ones), in the order given."""
+    for name, paths in checkpoints:
+        _run_checkpoint(test_set, name, paths, decode or DecodeConfig(), device)
 
 
-def _run_checkpoint(test_set: TestSet, name: str, path: Path, decode: DecodeConfig, device: str) -> None:
-    """Translate the sources with the checkpoint and, with gold alignments, align source and reference."""
+def _run_checkpoint(
+    test_set: TestSet, name: str, paths: list[Path], decode: DecodeConfig, device: str
+) -> None:
+    """Translate the sources with the checkpoint (or the ensemble of several) and, with gold alignments,
+    align source and reference."""
     # deferred: torch takes seconds to import and only --checkpoint needs it
     from nmt.decoding.alignment import align_words
     from nmt.decoding.translation import load_translator, translate_texts
     from nmt.devices import resolve_device
 
     torch_device = resolve_device(device)
-    model, loaded = load_translator(path, torch_device)  # once, for translating and aligning
-    logger.info("system '%s': %s", name, path)
+    model, loaded = load_translator(paths, torch_device)  # once, for translating and aligning
+    shown = " + ".join(str(path) for path in paths)
+    logger.info("system '%s': %s", name, shown)
     test_set.systems[name] = translate_texts(model, loaded.tokenizers, test_set.sources, decode, torch_device)
     if test_set.gold_alignments is None:
         return
     if not model.has_attention:
         test_set.alignments[name] = None  # nothing to align with: reported as n/a
         return
-    logger.info("aligning %d pairs with the attention of %s", len(test_set.sources), path)
+    logger.info("aligning %d pairs with the attention of %s", len(test_set.sources), shown)
     test_set.alignments[name] = align_words(
         model, loaded.tokenizers, test_set.sources, test_set.references, torch_device
     )

@@ -44,7 +44,9 @@ def evaluate(
     checkpoint: Annotated[
         list[str] | None,
         typer.Option(
-            "--checkpoint", help="NAME=CKPT: translate the source with this model first. Repeatable."
+            "--checkpoint",
+            help="NAME=CKPT: translate the source with this model first; NAME=A.pt+B.pt translates with the "
+            "ensemble of A.pt and B.pt (same vocabularies). Repeatable.",
         ),
     ] = None,
     beam: Annotated[int | None, typer.Option(help="Beam size for --checkpoint translation.")] = None,
@@ -197,7 +199,9 @@ def evaluate(
     data, checkpoints = eval_inputs.read_test_set(
         source, reference, system or [], checkpoint or [], alignment=alignment
     )
-    config = eval_inputs.with_checkpoint_languages(config, [path for _, path in checkpoints])
+    config = eval_inputs.with_checkpoint_languages(
+        config, [path for _, paths in checkpoints for path in paths]
+    )
     config = resolve_eval_config(config, data.sources)  # checks the BLEU tokenizer before translating
     eval_inputs.translate_checkpoints(data, checkpoints, decode, device)
     report = evaluate_systems(

@@ -25,8 +25,25 @@ BEAM_STOP_HELP = (
 )
 
 
+SAMPLING_HELP = (
+    "Draw translations at random from the model instead of searching for the best one (ancestral sampling): "
+    "--nbest N samples per sentence, in the order drawn, each reproducible from --seed and its line number. "
+    "The beam options do not apply."
+)
+
+
 def translate(
-    checkpoint: Annotated[Path, typer.Option("--checkpoint", "-c", help="Checkpoint to translate with.")],
+    checkpoint: Annotated[
+        list[Path],
+        typer.Option(
+            "--checkpoint",
+            "-c",
+            metavar="CKPT",
+            help="Checkpoint to translate with. Repeat it for an ensemble: the models' next-token "
+            "probabilities are averaged at every step; they must share the source and target vocabularies "
+            "(their architectures may differ).",
+        ),
+    ],
     input_path: Annotated[
         Path,
         typer.Option("--input", "-i", help="Source text, one sentence per line; '-' reads standard input."),
@@ -45,9 +62,10 @@ def translate(
     nbest: Annotated[
         int | None,
         typer.Option(
-            help="Hypotheses per sentence. Above 1 each input line gives NBEST lines "
-            "'LINE<tab>RANK<tab>SCORE<tab>TEXT' (LINE and RANK count from 1; SCORE is the length-normalised "
-            "log-probability).",
+            help="Hypotheses (or, with --sampling, samples) per sentence. Above 1 each input line gives "
+            "NBEST lines 'LINE<tab>RANK<tab>SCORE<tab>TEXT' (LINE and RANK count from 1; SCORE is the "
+            "length-normalised log-probability, or with --sampling the sample's log-probability and RANK "
+            "the order drawn).",
             show_default=str(_DEFAULTS.nbest),
         ),
     ] = None,
@@ -85,6 +103,37 @@ def translate(
     beam_stop: Annotated[
         BeamStop | None,
         typer.Option(help=BEAM_STOP_HELP, show_default=_DEFAULTS.beam_stop.value),
+    ] = None,
+    sampling: Annotated[bool, typer.Option("--sampling", help=SAMPLING_HELP)] = False,
+    temperature: Annotated[
+        float | None,
+        typer.Option(
+            help="With --sampling: divide the log-probabilities by T before drawing (below 1 sharper, "
+            "above 1 flatter).",
+            show_default=str(_DEFAULTS.temperature),
+        ),
+    ] = None,
+    top_k: Annotated[
+        int | None,
+        typer.Option(
+            help="With --sampling: draw among the K likeliest tokens only (0: all), after --temperature.",
+            show_default=str(_DEFAULTS.top_k),
+        ),
+    ] = None,
+    top_p: Annotated[
+        float | None,
+        typer.Option(
+            help="With --sampling: draw among the smallest set of likeliest tokens whose probability reaches "
+            "P (nucleus sampling; 1: all), after --temperature and --top-k.",
+            show_default=str(_DEFAULTS.top_p),
+        ),
+    ] = None,
+    seed: Annotated[
+        int | None,
+        typer.Option(
+            help="With --sampling: the seed of the random draws (the same seed gives the same samples).",
+            show_default=str(_DEFAULTS.seed),
+        ),
     ] = None,
     device: Annotated[
         str, typer.Option(help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps.")
@@ -142,6 +191,7 @@ def translate(
     Empty lines stay empty. Reading from a terminal, it answers each line as you type it (Ctrl-D ends).
 
     With --nbest N > 1, N lines per input line: LINE<tab>RANK<tab>SCORE<tab>TEXT, counting from 1.
+    Several --checkpoint options translate with their ensemble; --sampling draws instead of searching.
     """
     # deferred: the library (torch, matplotlib) loads only when the command runs, so `nmt --help` is quick
     from nmt.decoding.translation import (
@@ -155,15 +205,27 @@ def translate(
     from nmt.devices import resolve_device
     from nmt.files import check_writable, iter_lines, stream_lines
 
+    beam_options = {
+        "--beam": ("beam_size", beam),
+        "--length-penalty": ("length_penalty", length_penalty),
+        "--normalization": ("normalization", normalization),
+        "--beam-stop": ("beam_stop", beam_stop),
+    }
+    sampling_options = {
+        "--temperature": ("temperature", temperature),
+        "--top-k": ("top_k", top_k),
+        "--top-p": ("top_p", top_p),
+        "--seed": ("seed", seed),
+    }
+    _check_search_options(sampling, beam_options, sampling_options)
     given = {
-        "beam_size": beam,
         "nbest": nbest,
         "batch_tokens": batch_tokens,
         "max_len_a": max_len_a,
         "max_len_b": max_len_b,
-        "length_penalty": length_penalty,
-        "normalization": normalization,
-        "beam_stop": beam_stop,
+        "sampling": sampling,
+        **dict(beam_options.values()),
+        **dict(sampling_options.values()),
     }
     config = dataclasses.replace(_DEFAULTS, **{k: v for k, v in given.items() if v is not None})
     check_decode_config(config)
@@ -220,6 +282,23 @@ def translate(
         + (f"; {len(plots)} attention plots in {attention_plot}" if plots else ""),
         err=True,
     )
+
+
+def _check_search_options(sampling: bool, beam_options: dict, sampling_options: dict) -> None:
+    """Refuse an option that would be silently ignored: a beam option with --sampling, a sampling option
+    without it. Each dict maps an option's name to (its DecodeConfig field, the value given or None)."""
+    from nmt.errors import UserError  # deferred with the rest of the library (see `translate`)
+
+    if sampling:
+        given = [name for name, (_, value) in beam_options.items() if value is not None]
+        if given:
+            raise UserError(
+                f"{given[0]} is a beam search option: --sampling draws samples instead; leave one out"
+            )
+    else:
+        given = [name for name, (_, value) in sampling_options.items() if value is not None]
+        if given:
+            raise UserError(f"{given[0]} is a sampling option: give --sampling too")
 
 
 def _attention_view(plot_dir, kind, layer, head, token):

@@ -99,7 +99,16 @@ class DecodeConfig:
     beam_stop: BeamStop = BeamStop.first_k  # exact costs 13-14% more time for no BLEU (docs/results.md, 6)
     max_len_a: float = 1.5  # the output may have at most a * source_length + b tokens
     max_len_b: int = 10
-    batch_tokens: int = 8000  # padded source tokens x beam size per decoding batch
+    batch_tokens: int = 8000  # padded source tokens x beam size (or samples) per decoding batch
+    # Ancestral sampling instead of beam search (nmt/decoding/sampling.py): `nbest` samples per sentence,
+    # the beam options unused. Temperature divides the log-probs first; then top-k keeps the k likeliest
+    # tokens (0: all) and top-p the smallest set whose probability reaches p (1: all). Each sample of each
+    # sentence has its own random stream, seeded from `seed` and the sentence's line number.
+    sampling: bool = False
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    seed: int = 1
 
 
 # ------------------------------------------------------------------------------------------------------------

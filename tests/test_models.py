@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 import torch
 import torch.nn.functional as F
-from model_checks import padded_batch, run_steps
+from model_checks import TGT_VOCAB, padded_batch, perturbed_model, run_steps
 
 from nmt.data.special import BOS_ID, EOS_ID, PAD_ID
 from nmt.models import ARCHITECTURES, build_model, model_config
@@ -16,23 +16,12 @@ from nmt.models.rnnsearch import additive_attention
 from nmt.models.transformer import attend
 
 ARCHS = sorted(ARCHITECTURES)
-SRC_VOCAB, TGT_VOCAB = 23, 29  # different sizes, so that a source/target mix-up fails loudly
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def make_model(arch: str, **overrides) -> torch.nn.Module:
-    """A tiny model in eval mode with every weight moved off its initial value (e.g. RNNsearch's v_a = 0),
-    so that attention is far from uniform and the properties are tested on a generic function."""
-    config = model_config(
-        arch, "tiny", {"src_vocab_size": SRC_VOCAB, "tgt_vocab_size": TGT_VOCAB, "dropout": 0.0, **overrides}
-    )
-    model = build_model(arch, config)
-    with torch.no_grad():
-        for param in model.parameters():
-            param.add_(torch.randn_like(param) * 0.2)
-    return model.eval()
+make_model = perturbed_model
 
 
 def state_tensors(state) -> list[torch.Tensor]:

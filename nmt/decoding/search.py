@@ -82,7 +82,7 @@ def source_limits(model: Seq2Seq) -> tuple[int, int | None]:
     return UNLIMITED_MAX_SOURCE_TOKENS, None
 
 
-def _mask_specials(log_probs: Tensor, force_eos: Tensor) -> Tensor:
+def mask_specials(log_probs: Tensor, force_eos: Tensor) -> Tensor:
     """Forbid PAD and BOS everywhere, and everything but EOS in rows where `force_eos` (...,) is True.
 
     Works in place on `log_probs` (..., V), a fresh tensor from `step`.
@@ -139,7 +139,7 @@ def greedy_search(
     prev = torch.full((batch,), BOS_ID, dtype=torch.long, device=device)
     for t in range(steps):
         log_probs, state = model.step(prev, state)
-        log_probs = _mask_specials(log_probs.float(), max_lens[active] == t)  # (A, V)
+        log_probs = mask_specials(log_probs.float(), max_lens[active] == t)  # (A, V)
         # Same arithmetic as beam search with one beam, so that the two agree exactly.
         total, token = (total[:, None] + log_probs).max(dim=-1)  # (A,), (A,)
         out_tokens[active, t] = token
@@ -247,7 +247,7 @@ def beam_search(
         log_probs, state = model.step(prev, state)  # (A*K, V)
         vocab = log_probs.size(-1)
         force_eos = (max_lens[active] == t)[:, None]  # (A, 1)
-        log_probs = _mask_specials(log_probs.float().view(num_active, k, vocab), force_eos)  # (A, K, V)
+        log_probs = mask_specials(log_probs.float().view(num_active, k, vocab), force_eos)  # (A, K, V)
         candidates = (beam_log_probs[:, :, None] + log_probs).view(num_active, k * vocab)  # (A, K*V)
         # 2K candidates: at most K of them end in EOS (one per beam), so K live beams always remain.
         top_log_probs, top_index = candidates.topk(min(2 * k, k * vocab), dim=1)  # (A, 2K)
@@ -338,4 +338,12 @@ def _collect(scores, log_probs, lengths, tokens, attention, src_lengths, nbest) 
     return results
 
 
-__all__ = ["Hypothesis", "beam_search", "greedy_search", "length_normalize", "max_output_lengths"]
+__all__ = [
+    "Hypothesis",
+    "beam_search",
+    "greedy_search",
+    "length_normalize",
+    "mask_specials",
+    "max_output_lengths",
+    "source_limits",
+]

@@ -1,5 +1,9 @@
 """Translating raw text with a checkpoint: normalise, encode, batch by length, beam search, detokenise.
 
+The model may be one checkpoint's or an ensemble of several (`load_translator`, nmt/decoding/loading.py), and
+`DecodeConfig.sampling` draws samples (nmt/decoding/sampling.py) instead of searching: everything below holds
+for both.
+
 `translate_lines` is the one entry point that everything else uses (`translate_stream` for the
 `nmt translate` command, `translate_texts` for `nmt eval`): it streams any number of lines with
 bounded memory, in chunks of `chunk_size` lines, and yields exactly one `Translation` per input line, in input
@@ -35,12 +39,13 @@ from typing import IO
 import torch
 from torch import Tensor
 
-from nmt.checkpoint import Checkpoint, load_checkpoint
 from nmt.config import DecodeConfig
 from nmt.data.batching import length_batches, pad_sources, pad_targets
 from nmt.data.corpus import normalize, one_line
 from nmt.data.special import UNK_ID
 from nmt.data.tokenizer import TokenizerPair
+from nmt.decoding.loading import load_translator
+from nmt.decoding.sampling import sample_search
 from nmt.decoding.search import Hypothesis, beam_search, source_limits
 from nmt.errors import UserError
 from nmt.files import atomic_write
@@ -111,9 +116,11 @@ class TranslationReport:
 
 def check_decode_config(config: DecodeConfig) -> None:
     """Refuse decoding options that make no sense, with the option's name."""
-    if config.beam_size < 1:
+    if config.sampling:
+        check_sampling_config(config)
+    elif config.beam_size < 1:
         raise UserError(f"--beam must be at least 1 (got {config.beam_size})")
-    if not 1 <= config.nbest <= config.beam_size:
+    elif not 1 <= config.nbest <= config.beam_size:
         raise UserError(
             f"--nbest must be between 1 and the beam size {config.beam_size} (got {config.nbest})"
         )
@@ -128,17 +135,21 @@ def check_decode_config(config: DecodeConfig) -> None:
         raise UserError(f"--length-penalty must be >= 0 (got {config.length_penalty})")
 
 
-def load_translator(path: Path, device: torch.device) -> tuple[Seq2Seq, Checkpoint]:
-    """The model of a checkpoint, in eval mode on `device`, and the checkpoint (for its tokenizers)."""
-    checkpoint = load_checkpoint(path)
-    try:
-        model = checkpoint.build_model(device)
-    except (RuntimeError, ValueError) as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise UserError(
-            f"{path}: the weights do not fit the model config they came with ({first[:200]})"
-        ) from None
-    return model, checkpoint
+def check_sampling_config(config: DecodeConfig) -> None:
+    """The sampling options' own checks (the beam options are not used when sampling)."""
+    if config.nbest < 1:
+        raise UserError(f"--nbest must be at least 1 (got {config.nbest})")
+    if not (config.temperature > 0 and math.isfinite(config.temperature)):
+        raise UserError(f"--temperature must be a positive number (got {config.temperature})")
+    if config.top_k < 0:
+        raise UserError(f"--top-k must be >= 0 (0 keeps every token; got {config.top_k})")
+    if not 0 < config.top_p <= 1:
+        raise UserError(f"--top-p must be above 0 and at most 1 (got {config.top_p})")
+
+
+def rows_per_sentence(config: DecodeConfig) -> int:
+    """How many rows of a decoding batch one sentence takes: its samples, or its beams."""
+    return config.nbest if config.sampling else config.beam_size
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -267,10 +278,26 @@ def _translate_chunk(
 
     hypotheses: list[list[Hypothesis]] = [[] for _ in chunk]
     nonempty = [i for i, ids in enumerate(source_ids) if ids]
-    budget = max(1, config.batch_tokens // config.beam_size)  # the beams multiply the rows of a batch
+    width = rows_per_sentence(config)
+    budget = max(1, config.batch_tokens // width)  # the beams (or samples) multiply the rows of a batch
 
     def search(rows: list[int]) -> list[list[Hypothesis]]:
         src, src_lengths = pad_sources([source_ids[i] for i in rows])
+        if config.sampling:
+            return sample_search(
+                model,
+                src.to(device),
+                src_lengths.to(device),
+                sentence_ids=[offset + i for i in rows],
+                seed=config.seed,
+                num_samples=config.nbest,
+                temperature=config.temperature,
+                top_k=config.top_k,
+                top_p=config.top_p,
+                max_len_a=config.max_len_a,
+                max_len_b=config.max_len_b,
+                max_output_len=max_output,
+            )
         return beam_search(
             model,
             src.to(device),
@@ -287,12 +314,15 @@ def _translate_chunk(
 
     def does_not_fit(row: int) -> list[Hypothesis]:
         logger.warning(
-            "line %d (%d subwords) does not fit in %s memory even alone at beam %d: left untranslated%s",
+            "line %d (%d subwords) does not fit in %s memory even alone at %s %d: left untranslated%s",
             offset + row + 1,
             len(source_ids[row]),
             device.type.upper(),
-            config.beam_size,
-            " (a smaller --beam or --device cpu would translate it)" if device.type != "cpu" else "",
+            "--nbest" if config.sampling else "beam",
+            width,
+            f" (a smaller {'--nbest' if config.sampling else '--beam'} or --device cpu would translate it)"
+            if device.type != "cpu"
+            else "",
         )
         return []
 
@@ -419,8 +449,10 @@ __all__ = [
     "TranslationReport",
     "attention_inventory",
     "check_decode_config",
+    "check_sampling_config",
     "format_nbest",
     "load_translator",
+    "rows_per_sentence",
     "sentence_attention",
     "source_pieces",
     "translate_lines",
