@@ -111,7 +111,8 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> Che
         )
     try:
         arch = payload["arch"]
-        config = from_dict(architecture(arch).config, payload["model_config"])
+        saved = {**architecture(arch).earlier_values, **payload["model_config"]}  # keys it predates
+        config = from_dict(architecture(arch).config, saved)
         source = Tokenizer(payload["tokenizers"]["source"])
         target_proto = payload["tokenizers"]["target"]
         target = source if target_proto == source.model_proto else Tokenizer(target_proto)

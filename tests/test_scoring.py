@@ -14,10 +14,13 @@ from model_checks import (
     assert_beam_one_equals_greedy,
     padded_batch,
     run_steps,
+    same_outputs,
+    save_and_load,
+    small_tokenizer,
 )
 
 from nmt.data.batching import pad_sources
-from nmt.data.special import BOS_ID, EOS_ID, PAD_ID
+from nmt.data.special import PAD_ID
 from nmt.models import build_model, model_config
 from nmt.models.configs import AttentionScore
 
@@ -244,37 +247,7 @@ def test_batched_beam_search_equals_one_sentence_at_a_time(form):
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    from nmt.data.tokenizer import SentencePieceSettings, Tokenizer, train_sentencepiece
-
-    sentences = ["the cat sat on the mat", "a dog ran in the park", "the bird sang a song", "cats and dogs"]
-    return Tokenizer(train_sentencepiece(sentences * 5, SentencePieceSettings(vocab_size=40)))
-
-
-def save_and_load(model, tokenizer, path, edit_payload=None):
-    """Save `model` as a checkpoint (optionally editing the saved dict), load it and rebuild the model."""
-    from nmt.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-    from nmt.data.tokenizer import TokenizerPair
-
-    languages = {"source": "xx", "target": "yy"}
-    pair = TokenizerPair(tokenizer, tokenizer)
-    save_checkpoint(path, Checkpoint("rnnsearch", model.config, model.state_dict(), pair, languages))
-    if edit_payload is not None:
-        payload = torch.load(path, weights_only=True)
-        edit_payload(payload)
-        torch.save(payload, path)
-    loaded = load_checkpoint(path)
-    return loaded, loaded.build_model()
-
-
-def same_outputs(a, b, tokenizer) -> bool:
-    src = torch.tensor([tokenizer.encode("the cat ran") + [EOS_ID]])
-    tgt_in = torch.tensor([[BOS_ID] + tokenizer.encode("a dog sat")])
-    src_lengths = torch.tensor([src.size(1)])
-    with torch.no_grad():
-        return torch.equal(a(src, src_lengths, tgt_in), b(src, src_lengths, tgt_in)) and torch.equal(
-            a.attention_maps(src, src_lengths, tgt_in).cross[0],
-            b.attention_maps(src, src_lengths, tgt_in).cross[0],
-        )
+    return small_tokenizer()
 
 
 @pytest.mark.parametrize("form", FORMS)

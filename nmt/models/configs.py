@@ -20,6 +20,13 @@ class AttentionScore(str, enum.Enum):
     linear = "linear"  # w^T [s; h]: no interaction, so the softmax cannot see s (a control)
 
 
+class OutputState(str, enum.Enum):
+    """Which decoder state RNNsearch's deep output reads beside E y_{i-1} and c_i."""
+
+    previous = "previous"  # s_{i-1}, as Bahdanau et al. 2014 write it (App. A.2.2) and their code computes
+    new = "new"  # s_i, the state that has already read y_{i-1} and c_i (as eq. 4's g(y_{i-1}, s_i, c_i))
+
+
 class Positions(str, enum.Enum):
     """How the Transformer tells positions apart (Vaswani et al. 2017, Section 3.5)."""
 
@@ -46,6 +53,11 @@ class RNNConfig(ModelConfig):
     hidden_dim: int = 512
     maxout_dim: int = 0  # 0: a tanh deep-output layer; > 0: maxout with this many units (App. A.2)
     dropout: float = 0.2
+    # Where the decoder's candidate state reads c. True: inside the reset gate, tanh(W e + r * (U h + C c)),
+    # as in Cho et al. 2014, App. A.2 (the rnnencdec-paper preset). False: beside it,
+    # tanh(W e + C c + r * U h), as a GRU fed [e; c] computes; it learned better at small sizes, side by side
+    # (docs/results.md, section 7).
+    context_in_reset: bool = False
 
 
 @dataclass
@@ -58,6 +70,7 @@ class RNNSearchConfig(ModelConfig):
     attention: AttentionScore = AttentionScore.additive  # the alignment model's scoring function
     maxout_dim: int = 0
     dropout: float = 0.2
+    output_state: OutputState = OutputState.previous  # the state the deep output reads (App. A.2.2: s_{i-1})
 
 
 @dataclass

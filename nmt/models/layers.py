@@ -62,7 +62,9 @@ def init_gru_(gru: nn.GRU) -> None:
             nn.init.zeros_(param)
 
 
-def gru_cell(input_gates: Tensor, hidden_gates: Tensor, hidden: Tensor) -> Tensor:
+def gru_cell(
+    input_gates: Tensor, hidden_gates: Tensor, hidden: Tensor, reset_context: Tensor | None = None
+) -> Tensor:
     """One GRU update from projections computed elsewhere; returns the new state in float32.
 
     `input_gates` (B, 3H) = W [x] + b and `hidden_gates` (B, 3H) = U h + b_h, each laid out as (reset, update,
@@ -71,6 +73,9 @@ def gru_cell(input_gates: Tensor, hidden_gates: Tensor, hidden: Tensor) -> Tenso
     r * (U h + b_h), rather than U (r * h). That lets U h of all three gates be one matrix product per step,
     fused with the other projections of the previous state.
 
+    `reset_context` (B, H), when given, is added inside the reset gate with U h: the candidate is then
+    tanh(W x + r * (U h + b_h + C c)), the decoder of Cho et al. 2014, App. A.2 (`context_in_reset`).
+
     The state stays float32 under autocast, so that bf16 products do not make the recurrence drift or leave
     a decoder state whose dtype the next step's matrix product rejects.
     """
@@ -78,6 +83,8 @@ def gru_cell(input_gates: Tensor, hidden_gates: Tensor, hidden: Tensor) -> Tenso
     i_rz, i_n = input_gates.split([2 * size, size], dim=-1)  # (B, 2H), (B, H)
     h_rz, h_n = hidden_gates.split([2 * size, size], dim=-1)
     reset, update = torch.sigmoid(i_rz + h_rz).chunk(2, dim=-1)  # (B, H) each
+    if reset_context is not None:
+        h_n = h_n + reset_context
     candidate = torch.tanh(i_n + reset * h_n)  # (B, H)
     # h_t = z * h_{t-1} + (1 - z) * h~_t: z keeps the old state (the convention of Cho et al. 2014, eq. 7).
     # Mixed-dtype arithmetic promotes to the float32 state without separate cast kernels.
@@ -87,13 +94,13 @@ def gru_cell(input_gates: Tensor, hidden_gates: Tensor, hidden: Tensor) -> Tenso
 class DeepOutput(nn.Module):
     """p(y_i | s_i, y_{i-1}, c_i) ~ exp(y_i^T W_o t_i) (Bahdanau et al. 2014, eq. 4 and App. A.2.2).
 
-    t~_i = U_o s_i + V_o E y_{i-1} + C_o c_i; with `maxout_dim` l > 0, t~_i has 2l units and t_i keeps the
+    t~_i = U_o s + V_o E y_{i-1} + C_o c_i; with `maxout_dim` l > 0, t~_i has 2l units and t_i keeps the
     larger of each pair (maxout, Goodfellow et al. 2013); with l = 0, t_i = tanh(t~_i) with `embed_dim`
     units. The three projections are separate so that a context shared by all steps (the rnn model's fixed
     c) is projected once and broadcast, and so that each part can be given as (B, T, .) or (B, .).
 
-    App. A.2.2 writes U_o s_{i-1}; eq. 4 (and Cho et al. 2014, App. A.2) use the state that has read
-    y_{i-1} and c_i, s_i, which is what we do.
+    Which decoder state s is, the model decides: RNNsearch's App. A.2.2 reads s_{i-1} (`output_state`), the
+    rnn model's (Cho et al. 2014, App. A.2) the new state h'_t.
     """
 
     def __init__(

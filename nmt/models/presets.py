@@ -28,9 +28,16 @@ PRESETS: dict[str, dict[str, tuple[dict[str, Any], dict[str, Any]]]] = {
             {**_RNN_TRAIN, "batch_tokens": 2048, "lr": 5e-3},
         ),
         "base": ({"embed_dim": 256, "hidden_dim": 512, "dropout": 0.2}, {**_RNN_TRAIN, "batch_tokens": 4096}),
-        # Bahdanau et al. 2014, App. A.2: embeddings 620, hidden 1000, maxout 500.
+        # Bahdanau et al. 2014, App. A.2: embeddings 620, hidden 1000, maxout 500; the decoder of Cho et al.
+        # 2014, App. A.2, with c inside the candidate's reset gate.
         "rnnencdec-paper": (
-            {"embed_dim": 620, "hidden_dim": 1000, "maxout_dim": 500, "dropout": 0.0},
+            {
+                "embed_dim": 620,
+                "hidden_dim": 1000,
+                "maxout_dim": 500,
+                "dropout": 0.0,
+                "context_in_reset": True,
+            },
             {**_RNN_TRAIN, "batch_tokens": 8192},
         ),
     },

@@ -7,6 +7,7 @@ architectures without loading it. A model's module is imported when the model is
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -30,6 +31,9 @@ class Architecture:
     class_name: str
     presets: Mapping[str, tuple[dict[str, Any], dict[str, Any]]]  # name -> (model values, training values)
     paper_preset: str  # the preset of the size its paper published
+    # Values that checkpoints written before a config key existed were trained with, where they differ from
+    # today's default: such a checkpoint must load as the model it was, not as today's default.
+    earlier_values: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
     def model(self) -> type[Seq2Seq]:
@@ -56,6 +60,7 @@ ARCHITECTURES: dict[str, Architecture] = {
             "RNNSearch",
             PRESETS["rnnsearch"],
             "rnnsearch-paper",  # Bahdanau et al. 2014, App. A.2
+            {"output_state": "new"},
         ),
         Architecture(
             "transformer",

@@ -4,6 +4,11 @@ Each source position j gets an annotation h_j = [forward h_j; backward h_j] (Sec
 step i the decoder scores all annotations against its previous state s_{i-1} with an alignment model, takes
 their weighted sum c_i, and updates its state with it (Section 3.1, App. A.2.2). The alignment model is the
 paper's additive one (eq. 6) unless the config's `attention` picks another form (nmt/models/scoring.py).
+
+The deep output of App. A.2.2 reads the state the step started from, as the paper writes it:
+    t~_i = U_o s_{i-1} + V_o E y_{i-1} + C_o c_i,  t_i = maxout(t~_i),  p(y_i | ...) ~ exp(y_i^T W_o t_i)
+(with `maxout_dim` 0, tanh replaces the maxout). `output_state: new` reads s_i instead, the state that has
+already taken in y_{i-1} and c_i (docs/results.md compares the two).
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from nmt.models.base import Seq2Seq, source_pad_mask, source_side
-from nmt.models.configs import RNNSearchConfig
+from nmt.models.configs import OutputState, RNNSearchConfig
 from nmt.models.layers import (
     DeepOutput,
     embeddings,
@@ -134,10 +139,12 @@ class RNNSearch(Seq2Seq):
         embedded = self.dropout(self.tgt_embed(tgt_in))  # (B, T, E)
         prev_gates = self.from_prev(embedded)  # (B, T, 3H): the input products of all steps in one go
         hidden, keys, annotations, pad_mask = state.hidden, state.keys, state.annotations, state.pad_mask
+        read_previous = self.config.output_state == OutputState.previous
         states, contexts = [], []
         for i in range(tgt_in.size(1)):
+            previous = hidden
             hidden, context, _ = self._cell(prev_gates[:, i], hidden, keys, annotations, pad_mask)
-            states.append(hidden)
+            states.append(previous if read_previous else hidden)  # s_{i-1} or s_i
             contexts.append(context)
         # The output layer does not feed back into the recurrence: one pass over all steps.
         return self.output(torch.stack(states, 1), embedded, torch.stack(contexts, 1))  # (B, T, V)
@@ -147,7 +154,8 @@ class RNNSearch(Seq2Seq):
         hidden, context, alpha = self._cell(
             self.from_prev(embedded), state.hidden, state.keys, state.annotations, state.pad_mask
         )
-        logits = self.output(hidden, embedded, context)  # (B, V)
+        read = state.hidden if self.config.output_state == OutputState.previous else hidden  # s_{i-1} or s_i
+        logits = self.output(read, embedded, context)  # (B, V)
         return logits.float().log_softmax(dim=-1), replace(state, hidden=hidden, attention=alpha)
 
 
