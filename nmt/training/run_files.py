@@ -1,7 +1,9 @@
 """What a training run keeps on disk, and the checks that keep it consistent.
 
 RUN_DIR/last.pt          the latest state (resume from here)
-RUN_DIR/best.pt          the best dev BLEU so far
+RUN_DIR/best.pt          the best dev BLEU so far (possibly the final model, provisionally: see
+                         `make_provisional_best`)
+RUN_DIR/best-scheduled.pt  the scheduled validations' pick, while best.pt holds the final model
 RUN_DIR/ckpt-STEP.pt     the `keep_checkpoints` most recent periodic checkpoints
 RUN_DIR/log.jsonl        one line per validation
 RUN_DIR/config.yaml      the resolved model and training configs (usable again as --config)
@@ -34,6 +36,7 @@ from nmt.models import ModelConfig
 logger = logging.getLogger(__name__)
 
 BEST = "best.pt"
+SCHEDULED_BEST = "best-scheduled.pt"
 LAST = "last.pt"
 LOG = "log.jsonl"
 CONFIG = "config.yaml"
@@ -70,12 +73,48 @@ def copy_atomically(source: Path, target: Path) -> None:
             shutil.copyfile(source, tmp)
 
 
+def make_provisional_best(run_dir: Path) -> None:
+    """best.pt becomes last.pt, the model of a session's end that beat every scheduled validation; the
+    scheduled validations' pick is kept as best-scheduled.pt (hard links: free) for `settle_best`. When
+    best-scheduled.pt exists already, best.pt is a provisional one and the pick is safe there."""
+    best, kept = run_dir / BEST, run_dir / SCHEDULED_BEST
+    if best.exists() and not kept.exists():
+        copy_atomically(best, kept)
+    copy_atomically(run_dir / LAST, best)
+
+
+def settle_best(run_dir: Path, provisional: bool, replaced: bool) -> None:
+    """Once a resumed run has written a checkpoint, best.pt goes back to what the scheduled validations chose:
+    unless a scheduled validation has just `replaced` it, the pick that `make_provisional_best` kept is put
+    back in one rename, or, when there is none and best.pt was `provisional`, best.pt is removed."""
+    best, kept = run_dir / BEST, run_dir / SCHEDULED_BEST
+    if replaced:
+        kept.unlink(missing_ok=True)
+    elif kept.exists():
+        os.replace(kept, best)
+        logger.info("%s: back to the best scheduled validation's model as the run went on", BEST)
+    elif provisional and best.exists():
+        best.unlink()
+        logger.info("%s removed as the run went on: no scheduled validation has chosen one yet", BEST)
+
+
+def write_scratch_checkpoint(run_dir: Path, state: dict[str, Any]) -> None:
+    """Write `state` into `run_dir` as checkpoints are written (atomically, flushed to disk), and remove it:
+    to time a checkpoint write on this disk under its present load."""
+    scratch = run_dir / f".write-probe-{os.getpid()}.pt"
+    try:
+        atomic_write(scratch, lambda handle: torch.save(state, handle))
+    finally:
+        scratch.unlink(missing_ok=True)
+
+
 def prepare_run_dir(run_dir: Path, resuming: bool, force: bool, main: bool = True) -> None:
     """Refuse to start a fresh run over existing checkpoints, unless `force`: then the main process removes
     the old run's files."""
     if main:  # before anything is removed, and before any training time is spent
         check_writable(run_dir / LAST)
-    existing = [p for p in (run_dir / BEST, run_dir / LAST) if p.exists()] + step_checkpoints(run_dir)
+    named = (run_dir / BEST, run_dir / LAST, run_dir / SCHEDULED_BEST)
+    existing = [p for p in named if p.exists()] + step_checkpoints(run_dir)
     if existing and not resuming:
         if not force:
             raise UserError(
@@ -173,7 +212,7 @@ class RunLog:
             handle.write(json.dumps(entry) + "\n")
         if self.writer is not None:
             for key, value in entry.items():
-                if key != "step" and isinstance(value, (int, float)):
+                if key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool):
                     self.writer.add_scalar(key, value, entry["step"])
             self.writer.flush()
 

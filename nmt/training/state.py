@@ -29,12 +29,22 @@ class Progress:
     step: int = 0  # updates done (skipped non-finite ones included)
     epoch: int = 1
     position: int = 0  # index of the next batch in this epoch's batch order
-    best_bleu: float = -math.inf
+    best_bleu: float = -math.inf  # of scheduled validations only, as for the plateau and early stopping
     early: Plateau = field(default_factory=Plateau)  # dev BLEU for early stopping
     lr: LRState = field(default_factory=lambda: LRState(plateau_lr=0.0))
     seconds: float = 0.0  # training time of earlier sessions
     tokens: int = 0  # target tokens trained on
-    last_validated: int = -1
+    last_validated: int = -1  # the step of the last validation, scheduled or at the end of a session
+    # Dev BLEU of the model that the validation at the end of a session put in best.pt, having beaten every
+    # scheduled validation; -inf when best.pt holds the scheduled validations' pick. That model stays in
+    # best.pt only until the run is resumed and writes a checkpoint (run_files.settle_best), so that a
+    # resumed run picks the same best.pt as one that never stopped.
+    provisional_bleu: float = -math.inf
+
+    @property
+    def best_pt_bleu(self) -> float:
+        """Dev BLEU of the model in best.pt (-inf when there is none)."""
+        return max(self.best_bleu, self.provisional_bleu)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -47,6 +57,7 @@ class Progress:
             "seconds": self.seconds,
             "tokens": self.tokens,
             "last_validated": self.last_validated,
+            "provisional_bleu": self.provisional_bleu,
         }
 
     @classmethod
@@ -61,6 +72,8 @@ class Progress:
             seconds=float(values["seconds"]),
             tokens=int(values["tokens"]),
             last_validated=int(values["last_validated"]),
+            # Checkpoints written before this field existed knew no provisional best.pt.
+            provisional_bleu=float(values.get("provisional_bleu", -math.inf)),
         )
 
 

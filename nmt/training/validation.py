@@ -7,8 +7,10 @@ so that dev scores are comparable over the whole run.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,7 +21,7 @@ from nmt.config import DecodeConfig, TrainConfig
 from nmt.data.batching import TokenizedPairs, collate, sorted_batches
 from nmt.data.prepared import PreparedData
 from nmt.data.tokenizer import Tokenizer
-from nmt.decoding.search import greedy_search, source_limits
+from nmt.decoding.search import greedy_search, max_output_lengths, source_limits
 from nmt.errors import UserError
 from nmt.languages import resolve_bleu_tokenizer, tokenizer_warning
 from nmt.memory import run_in_pieces
@@ -125,3 +127,59 @@ def validate(
     dev_loss = float(loss_sum) / max(1, tokens)
     bleu = dev_bleu(hypotheses, dev.references, dev.bleu_tokenize)
     return Validation(dev_loss=dev_loss, perplexity=math.exp(min(dev_loss, 100.0)), bleu=bleu)
+
+
+@torch.no_grad()
+def estimate_validation_seconds(
+    model: Seq2Seq,
+    dev: DevSet,
+    device: torch.device,
+    autocast: bool,
+    clock: Callable[[], float],
+    share: float = 0.1,
+) -> float:
+    """What `validate` should take now, in seconds of `clock`, from running a `share` of it.
+
+    Validation time is mostly steps: greedy decoding steps and, for the recurrent models, the steps of the dev
+    loss's forward pass, each costing about the same within a batch (a Transformer's cached decoding step
+    attends over more positions as it goes, little next to its feed-forward work at these lengths). So each
+    validation batch, whole, runs the first `share` of its greedy steps and of its target, and that time is
+    scaled to all of its steps. Whole batches keep the cost of a step at the batch's size, which a sample of
+    fewer sentences would not: on a busy CPU a small batch costs far more per sentence than a large one, and
+    on a GPU hardly less. A first, untimed pass of one step per batch pays first what only the first run in a
+    process costs (memory the allocator has yet to take from the system, kernels set up for new shapes),
+    which the scaling would otherwise multiply. The estimate errs long rather than short: the scaling also
+    multiplies what happens once per batch (the encoder, the Transformer's parallel forward pass), and it
+    counts every sentence to the length limit, where an untrained model goes but a trained one often stops
+    earlier.
+    """
+    decode = DecodeConfig()
+    _, max_output_len = source_limits(model)
+    seconds = 0.0
+
+    def run_share(indices: list[int], warm_up: bool) -> list[None]:
+        nonlocal seconds
+        batch = collate(dev.pairs, np.asarray(indices)).to(device)
+        limits = max_output_lengths(batch.src_lengths, decode.max_len_a, decode.max_len_b, max_output_len)
+        steps = int(limits.max()) + 1  # as greedy_search takes them
+        probe = 1 if warm_up else max(1, math.ceil(share * steps))
+        start = clock()
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+            logits = model(batch.src, batch.src_lengths, batch.tgt_in[:, :probe])
+            greedy_search(model, batch.src, batch.src_lengths, max_len_a=0.0, max_len_b=probe - 1)
+        float(token_loss(logits, batch.tgt_out[:, :probe], label_smoothing=0.0))  # waits for the device
+        if not warm_up:
+            seconds += (clock() - start) * steps / probe
+        return [None] * len(indices)
+
+    model.eval()
+    try:
+        for warm_up in (True, False):
+            for indices in dev.batches:
+                run = functools.partial(run_share, warm_up=warm_up)
+                run_in_pieces(run, indices.tolist(), device, lambda index: None, what="dev batch")
+    finally:
+        model.train()
+    start = clock()
+    dev_bleu(dev.references, dev.references, dev.bleu_tokenize)  # as costly as scoring the translations
+    return seconds + clock() - start
