@@ -25,6 +25,7 @@ BASE = {
     "translate": "-c {rnn} -i {w}/in.txt -o {w}/precious.txt",
     "eval": "-s {w}/in.txt -r {w}/ref.txt --json {w}/precious.txt",
     "average": "-o {w}/precious.pt",
+    "score": "-c {rnn} -s {w}/in.txt -t {w}/ref.txt -o {w}/precious.txt",
 }
 A = "--system a={w}/ref.txt"  # a valid system for nmt eval
 
@@ -122,6 +123,13 @@ MATRIX: dict[tuple[str, str], tuple[str, str]] = {
         "encoder",
     ),
     ("translate", "output is a directory"): ("-o {w}/folder.de", "directory"),
+    ("translate", "ensemble of different vocabularies"): ("-c {w}/otherrun/last.pt", "vocabularies"),
+    ("translate", "beam option with --sampling"): ("--sampling --beam 4", "--beam is a beam search option"),
+    ("translate", "sampling option without --sampling"): ("--top-k 5", "--top-k is a sampling option"),
+    ("translate", "temperature 0"): ("--sampling --temperature 0", "--temperature"),
+    ("translate", "top-p above 1"): ("--sampling --top-p 1.5", "--top-p"),
+    ("translate", "negative top-k"): ("--sampling --top-k -2", "--top-k"),
+    ("translate", "sampling with n-best 0"): ("--sampling --nbest 0", "--nbest"),
     ("eval", "missing system file"): ("--system a={w}/nope.txt", "nope.txt"),
     ("eval", "invalid UTF-8 system"): ("--system a={w}/latin1.de", "UTF-8"),
     ("eval", "mismatched line counts"): ("--system a={w}/short.txt", "short.txt"),
@@ -138,12 +146,23 @@ MATRIX: dict[tuple[str, str], tuple[str, str]] = {
     ("eval", "unknown option"): (A + " --jsn x", "--jsn"),
     ("eval", "truncated checkpoint"): ("--checkpoint m={w}/truncated.pt", "truncated.pt"),
     ("eval", "output is a directory"): (A + " --json {w}/folder.de", "directory"),
+    ("eval", "ensemble of different vocabularies"): (
+        "--checkpoint e={rnn}+{w}/otherrun/last.pt",
+        "vocabularies",
+    ),
+    ("eval", "empty ensemble member"): ("--checkpoint e={rnn}+", "ensemble"),
     ("average", "missing checkpoint"): ("--inputs {rnn} {w}/nope.pt", "nope.pt"),
     ("average", "checkpoints of different models"): ("--inputs {rnn} {transformer}", "differ"),
     ("average", "neither --inputs nor --run-dir"): ("", "--inputs"),
     ("average", "run without step checkpoints"): ("--run-dir {w}", "checkpoint"),
     ("average", "truncated checkpoint"): ("--inputs {rnn} {w}/truncated.pt", "truncated.pt"),
     ("average", "unknown option"): ("--inputs {rnn} --lats 3", "--lats"),
+    ("score", "mismatched line counts"): ("-t {w}/short.txt", "short.txt"),
+    ("score", "target longer than the model can produce"): ("-c {transformer} -t {w}/long.txt", "long.txt"),
+    ("score", "batch tokens 0"): ("--batch-tokens 0", "--batch-tokens"),
+    ("score", "missing target"): ("-t {w}/nope.txt", "nope.txt"),
+    ("score", "ensemble of different vocabularies"): ("-c {w}/otherrun/last.pt", "vocabularies"),
+    ("score", "unknown option"): ("--per-tokn", "--per-tokn"),
 }
 
 
@@ -165,6 +184,7 @@ def workspace(toy_data, tmp_path_factory) -> Path:
     (w / "in.txt").write_text("alba bero\ncima\n")
     (w / "ref.txt").write_text("BERO ALBA\nCIMA\n")
     (w / "short.txt").write_text("BERO ALBA\n")
+    (w / "long.txt").write_text("ALBA " * 2000 + "\nCIMA\n")
     (w / "empty.txt").write_text("")
     (w / "typo.yaml").write_text("train:\n  warmup_step: 10\n")
     (w / "broken.yaml").write_text("train: [unclosed\n")
@@ -195,6 +215,11 @@ def workspace(toy_data, tmp_path_factory) -> Path:
     assert result.exit_code == 0, result.stderr
     swapped = [(t, s) for s, t in toy_pairs(200, seed=5)]  # another vocabulary
     make_prepared(w / "other", swapped, swapped[:10], swapped[:10], vocab_size=80)
+    result = run_nmt(
+        "train", "--data", w / "other", "--model", "rnn", "--preset", "tiny", "--out", w / "otherrun",
+        "--max-steps", "1", "--dev-sentences", "2", "--device", "cpu",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
     good = (run / "last.pt").read_bytes()
     (w / "truncated.pt").write_bytes(good[: len(good) // 2])
     (w / "noise.pt").write_bytes(torch.randint(0, 256, (4096,), dtype=torch.uint8).numpy().tobytes())
