@@ -167,11 +167,12 @@ class TanhRNNSearch(RNNSearch):
 
 class ContextEveryStepRNN(RNNEncoderDecoder):
     """The rnn model stepping its decoder GRU on [E y_{i-1}; c], so that c is multiplied again at every step
-    (the model's own `step` takes c's products from `start`)."""
+    (the model's own `step` takes c's products from `start`). With c beside the reset gate, the default; with
+    `context_in_reset`, `decoder_states` reads c's products from `start` too, and nothing differs."""
 
     def step(self, prev: Tensor, state: RNNState) -> tuple[Tensor, RNNState]:
         embedded = self.dropout(self.tgt_embed(prev))[:, None, :]  # (B, 1, E)
-        states = self.decoder_states(embedded, state.hidden, state.summary)  # (B, 1, H)
+        states = self.decoder_states(embedded, state)  # (B, 1, H)
         logits = self.output(states[:, 0], embedded[:, 0], state.summary)  # (B, V)
         return logits.float().log_softmax(dim=-1), replace(state, hidden=states[:, 0].float())
 

@@ -63,7 +63,7 @@ from nmt.training.schedules import (
 from nmt.training.setup import Setup
 from nmt.training.state import Progress, train_state
 from nmt.training.update import accumulate_within_memory
-from nmt.training.validation import Validation, estimate_validation_seconds, validate
+from nmt.training.validation import Validation, estimate_validation_seconds, validate, validation_entry
 
 logger = logging.getLogger(__name__)
 
@@ -443,37 +443,16 @@ class Trainer:
         improved: bool,
     ) -> None:
         progress = self.progress
-        entry = {
-            "step": progress.step,
-            "epoch": progress.epoch,
-            "minutes": round(self.seconds() / 60, 3),
-            "train_loss": train_loss,
-            "dev_loss": result.dev_loss,
-            "dev_ppl": result.perplexity,
-            "dev_bleu": result.bleu,
-            # of the scheduled validations so far (none yet: null)
-            "best_bleu": None if progress.best_bleu == -math.inf else progress.best_bleu,
-            "lr": self.updater.optimizer.param_groups[0]["lr"],
-            "tokens_per_s": speed,
-            "padding": self.padding,
-            # false for the validation at the end of a session, which counts for neither the best BLEU, the
-            # plateau schedule nor early stopping; when it beat them all, its model is in best.pt until
-            # the run goes on ("provisional_best")
-            "scheduled": scheduled,
-        }
-        if not scheduled:
-            entry["provisional_best"] = improved
-        best = "none" if progress.best_bleu == -math.inf else f"{progress.best_bleu:.2f}"
-        logger.info(
-            "step %d%s: dev loss %.3f, ppl %.2f, BLEU %.2f (best %s), lr %.2e%s",
-            progress.step,
-            "" if scheduled else " (end)",
-            result.dev_loss,
-            result.perplexity,
-            result.bleu,
-            best,
-            entry["lr"],
-            f"; in {BEST} until the run goes on" if not scheduled and improved else "",
+        entry = validation_entry(
+            result,
+            progress=progress,
+            minutes=self.seconds() / 60,
+            lr=self.updater.optimizer.param_groups[0]["lr"],
+            train_loss=train_loss,
+            speed=speed,
+            padding=self.padding,
+            scheduled=scheduled,
+            improved=improved,
         )
         self.log.write(entry)
 

@@ -183,3 +183,51 @@ def estimate_validation_seconds(
     start = clock()
     dev_bleu(dev.references, dev.references, dev.bleu_tokenize)  # as costly as scoring the translations
     return seconds + clock() - start
+
+
+def validation_entry(
+    result: Validation,
+    *,
+    progress,
+    minutes: float,
+    lr: float,
+    train_loss: float | None,
+    speed: float | None,
+    padding: float | None,
+    scheduled: bool,
+    improved: bool,
+) -> dict:
+    """The log.jsonl entry of a validation at `progress` (nmt.training.state.Progress), also logged as a line.
+
+    `scheduled` is false for the validation at the end of a session, which counts for neither the best BLEU,
+    the plateau schedule nor early stopping; when it beat them all (`improved`), its model is in best.pt until
+    the run goes on ("provisional_best")."""
+    best_bleu = None if progress.best_bleu == -math.inf else progress.best_bleu  # of scheduled ones: null
+    entry = {
+        "step": progress.step,
+        "epoch": progress.epoch,
+        "minutes": round(minutes, 3),
+        "train_loss": train_loss,
+        "dev_loss": result.dev_loss,
+        "dev_ppl": result.perplexity,
+        "dev_bleu": result.bleu,
+        "best_bleu": best_bleu,
+        "lr": lr,
+        "tokens_per_s": speed,
+        "padding": padding,
+        "scheduled": scheduled,
+    }
+    if not scheduled:
+        entry["provisional_best"] = improved
+    logger.info(
+        "step %d%s: dev loss %.3f, ppl %.2f, BLEU %.2f (best %s), lr %.2e%s",
+        progress.step,
+        "" if scheduled else " (end)",
+        result.dev_loss,
+        result.perplexity,
+        result.bleu,
+        "none" if best_bleu is None else f"{best_bleu:.2f}",
+        lr,
+        "; in best.pt until the run goes on" if not scheduled and improved else "",
+    )
+    return entry
