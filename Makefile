@@ -16,7 +16,7 @@ DEMO_PAIRS ?= 30000
 DEMO_MAX_WORDS ?= 30
 DEMO_MODELS := rnn rnnsearch transformer
 
-.PHONY: help install demo attention-lab test test-fast lint format bench reproduce clean
+.PHONY: help install demo attention-lab test test-fast lint format bench reproduce clean stress
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -125,6 +125,21 @@ lint: $(STAMP)  ## ruff: lint and formatting check
 format: $(STAMP)  ## ruff: fix what can be fixed automatically
 	$(BIN)/ruff check --fix nmt cli tests
 	$(BIN)/ruff format nmt cli tests
+
+# make stress: reliability at scale, run once (docs/reliability.md); the suite runs each script in a small size.
+# kill -9 at 20 random moments of `nmt train`, each resumed; 100,000 hostile lines through `nmt translate` and
+# `nmt eval`; a data-parallel run (torchrun, gloo) that loses a rank, then resumes; two torchrun "nodes" on this
+# machine against one process. One thread per process; each script prints its summary and exits 1 on a failure.
+STRESS_SEED ?= 0
+STRESS_SCRIPTS := kill_train fuzz_io ddp_failure two_nodes
+
+stress: $(STAMP)  ## reliability at scale: kill -9, 100,000 fuzzed lines, a lost DDP rank, two nodes (CPU, ~40 min)
+	@failed=""; for script in $(STRESS_SCRIPTS); do \
+		echo "== tests/stress/$$script.py --seed $(STRESS_SEED)"; \
+		$(OFFLINE) OMP_NUM_THREADS=1 $(BIN)/python tests/stress/$$script.py --seed $(STRESS_SEED) \
+			|| failed="$$failed $$script"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "make stress: failed:$$failed"; exit 1; fi
 
 BENCH_ARGS ?= --quick --out docs/bench/cpu.json
 BENCH_STAMP := $(VENV)/.bench-installed

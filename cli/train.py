@@ -168,9 +168,37 @@ def train(
     model_config, train_config = resolve_configs(
         model.value, preset, {**yaml_model, **model_flags}, {**yaml_train, **overrides}, resume=point
     )
-    result = run_training(data, model.value, model_config, train_config, out, resume=point, force=force)
+    try:
+        result = run_training(data, model.value, model_config, train_config, out, resume=point, force=force)
+    except RuntimeError as error:
+        message = lost_process_message(error, out)
+        if message is None:
+            raise
+        typer.echo(f"error: {message}", err=True)
+        raise typer.Exit(code=1) from None  # not 2: nothing the user gave was wrong
     best = "no validation" if result.best_bleu is None else f"best dev BLEU {result.best_bleu:.2f}"
     typer.echo(f"{result.stop_reason.value} after {result.steps} updates ({result.minutes:.1f} min): {best}")
     if result.stop_reason.value == "interrupted":
         typer.echo(f"resume with: nmt train --data {data} --model {model.value} --out {out} --resume")
     typer.echo(f"checkpoints: {result.best_checkpoint} {result.last_checkpoint}")
+
+
+def lost_process_message(error: RuntimeError, out: Path) -> str | None:
+    """The one line for a data-parallel run that lost one of its processes (killed, hung past the timeout,
+    or unreachable), which every surviving process reports; None for any other error."""
+    from nmt.training import distributed  # deferred, as in train(): torch loads only when a command runs
+
+    context = distributed.from_environment()
+    reason = distributed.lost_process(error) if context.enabled else None
+    if reason is None:
+        return None
+    last = out / "last.pt"
+    restart = (
+        f"{last} is the last whole checkpoint: restart every process with --resume"
+        if last.is_file()
+        else "no checkpoint was written yet: start the run again"
+    )
+    return (
+        f"rank {context.rank} of {context.world_size}: lost contact with the other training processes "
+        f"({reason}); {restart}"
+    )

@@ -19,7 +19,9 @@ No torch here: quick to import.
 from __future__ import annotations
 
 import gzip
+import logging
 import os
+import re
 import tempfile
 import zlib
 from collections.abc import Iterator
@@ -28,6 +30,8 @@ from pathlib import Path
 from typing import IO
 
 from nmt.errors import UserError, os_problem
+
+logger = logging.getLogger(__name__)
 
 # ------------------------------------------------------------------------------------------------------------
 # Reading text lines
@@ -160,6 +164,35 @@ def replacing(path: Path) -> Iterator[Path]:
         if cause is not None:
             raise cannot_write(path, cause) from None
         raise
+
+
+_TEMPORARY_NAME = re.compile(r"\..+\.tmp-(\d+)")  # what `replacing` names them: .NAME.tmp-PID
+
+
+def remove_stale_temporaries(directory: Path) -> list[Path]:
+    """Remove the temporary files that `replacing` left in `directory` when its process was killed (kill -9,
+    a power cut) before it could clean up: those whose process no longer runs. Returns what was removed."""
+    removed = []
+    for path in sorted(Path(directory).glob(".*.tmp-*")):
+        match = _TEMPORARY_NAME.fullmatch(path.name)
+        if match and not _process_running(int(match.group(1))):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+            logger.warning("removed %s, left by a process that was stopped while writing it", path)
+    return removed
+
+
+def _process_running(pid: int) -> bool:
+    """Whether process `pid` runs on this machine (when that cannot be told: True, so nothing is removed)."""
+    if os.name != "posix" or pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)  # signal 0 sends nothing: it only checks that the process exists
+    except ProcessLookupError:
+        return False
+    except OSError:  # it exists, under another user
+        return True
+    return True
 
 
 def check_writable(path: Path, is_file: bool = True) -> None:

@@ -8,37 +8,8 @@ import random
 
 import pytest
 from conftest import run_nmt
-
-# Pieces that break naive text handling: control characters and NUL, right-to-left text and marks, emoji
-# (with zero-width joiners and variation selectors), combining marks, Unicode line/paragraph separators,
-# a byte-order mark, carriage returns and non-breaking or zero-width spaces.
-HOSTILE = [
-    "\x00", "\x01", "\x1b[31m", "\x7f", "\t", "\r", "\u2028", "\u2029", "\u0085", "\ufeff",
-    "\u200b", "\u00a0",
-    "שלום", "مرحبا", "\u202e", "\u200f", "😀", "👩‍👩‍👧", "❤️", "e\u0301", "\u0338", "Ω", "ß", "ﬁ", "𝔘𝔫𝔦",
-    "漢字", "ｆｕｌｌ", "alba", "bero", " ", "  ", ".",
-]  # fmt: skip
-
-
-def hostile_lines(rng: random.Random, count: int) -> list[str]:
-    lines = []
-    for _ in range(count):
-        kind = rng.random()
-        if kind < 0.1:
-            lines.append("")
-        elif kind < 0.15:
-            lines.append("".join(rng.choice(HOSTILE) for _ in range(2000))[:10_000])  # a very long line
-        else:
-            lines.append("".join(rng.choice(HOSTILE) for _ in range(rng.randint(1, 30))))
-    return lines
-
-
-def write_lines(path, lines: list[str]) -> None:
-    path.write_bytes("".join(line + "\n" for line in lines).encode("utf-8"))
-
-
-def count_lines(path) -> int:
-    return path.read_bytes().count(b"\n")
+from stress.fuzz_io import run_fuzz
+from stress.hostile import count_lines, hostile_lines, write_lines
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -80,3 +51,13 @@ def test_eval_scores_hostile_text_without_crashing(tmp_path, seed):
     scores = json.loads(report.read_text(encoding="utf-8"))
     assert scores["sentences"] == n
     assert sum(bucket["sentences"] for bucket in scores["buckets"]) == n
+
+
+@pytest.mark.slow
+def test_the_fuzz_script_keeps_every_line_count(tmp_path):
+    """tests/stress/fuzz_io.py (100,000 lines in `make stress`) in a small size: `nmt` in child processes,
+    by file and through a pipe, and `nmt eval` refusing files of unequal lengths."""
+    outcomes = run_fuzz(tmp_path, seed=0, lines=120, files=2, bootstrap=5, report=lambda line: None)
+    assert [outcome.problems for outcome in outcomes] == [[]] * len(outcomes), [o.line() for o in outcomes]
+    assert [outcome.kind for outcome in outcomes] == ["translate", "eval"] * 2 + ["refuse"] * 2
+    assert sum(outcome.lines for outcome in outcomes if outcome.kind == "translate") == 120

@@ -24,6 +24,7 @@ from nmt.data.prepared import PreparedData
 from nmt.data.tokenizer import TokenizerPair
 from nmt.devices import prepare_device, resolve_device
 from nmt.errors import UserError
+from nmt.files import remove_stale_temporaries
 from nmt.models import ModelConfig, architecture, model_config, train_config
 from nmt.training import distributed
 from nmt.training.run_files import LAST, check_resumable, prepare_run_dir, vocab_checksum, write_config
@@ -158,6 +159,7 @@ def train(
             # Every rank checks (so that all of them stop on a bad run directory); rank 0 writes.
             prepare_run_dir(run_dir, resuming=checkpoint is not None, force=force, main=context.is_main)
             if context.is_main:
+                remove_stale_temporaries(run_dir)  # of earlier sessions killed while writing a checkpoint
                 write_config(run_dir, arch, Path(data_dir), model_config, train_config)
             setup = set_up(data, arch, model_config, train_config, device, context, checkpoint)
             trainer = Trainer(setup, run_dir)
