@@ -26,6 +26,7 @@ from nmt.errors import UserError
 from nmt.languages import resolve_bleu_tokenizer, tokenizer_warning
 from nmt.memory import run_in_pieces
 from nmt.models.base import Seq2Seq
+from nmt.training.state import Progress
 from nmt.training.update import token_loss
 
 logger = logging.getLogger(__name__)
@@ -188,7 +189,7 @@ def estimate_validation_seconds(
 def validation_entry(
     result: Validation,
     *,
-    progress,
+    progress: Progress,
     minutes: float,
     lr: float,
     train_loss: float | None,
@@ -197,7 +198,7 @@ def validation_entry(
     scheduled: bool,
     improved: bool,
 ) -> dict:
-    """The log.jsonl entry of a validation at `progress` (nmt.training.state.Progress), also logged as a line.
+    """The log.jsonl entry of a validation at `progress`, also logged as a line.
 
     `scheduled` is false for the validation at the end of a session, which counts for neither the best BLEU,
     the plateau schedule nor early stopping; when it beat them all (`improved`), its model is in best.pt until
