@@ -184,8 +184,26 @@ def prepare(
     num_workers: Annotated[
         int | None,
         typer.Option(
-            help="Threads for SentencePiece training and encoding.",
+            help="Processes that clean and encode the corpus (and threads for SentencePiece training).",
             show_default=_default("num_workers"),
+            rich_help_panel=RUN,
+        ),
+    ] = None,
+    chunk_size: Annotated[
+        int | None,
+        typer.Option(
+            help="Pairs read, cleaned and encoded at a time. Memory grows with it, not with the corpus: "
+            "lower it if memory is short.",
+            show_default=_default("chunk_size"),
+            rich_help_panel=RUN,
+        ),
+    ] = None,
+    memory_budget_mb: Annotated[
+        int | None,
+        typer.Option(
+            help="Memory (MB) the run aims to stay within: SentencePiece trains on fewer than --spm-sample "
+            "sentences when that many would not fit.",
+            show_default=_default("memory_budget_mb"),
             rich_help_panel=RUN,
         ),
     ] = None,

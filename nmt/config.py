@@ -151,7 +151,13 @@ class PrepareConfig:
     character_coverage: float = 1.0
     spm_sample: int = 1_000_000  # sentences sampled (per model) to train SentencePiece; 0 = all
     # Machine
-    num_workers: int = 1  # threads for SentencePiece training and encoding
+    num_workers: int = 1  # processes that clean and encode (and SentencePiece's training threads)
+    # Pairs read, cleaned and encoded at a time. Memory grows with it (two chunks in flight per worker), never
+    # with the corpus: see nmt/data/preparation.py.
+    chunk_size: int = 20_000
+    # What the run aims to stay within: SentencePiece's training, the largest part, samples fewer than
+    # spm_sample sentences when that many would not fit (nmt/data/tokenizer.py, `sample_within`).
+    memory_budget_mb: int = 1800
     seed: int = 1
 
 

@@ -329,6 +329,7 @@ def test_each_benchmark_module_imports_only_those_listed_before_it():
         "references",
         "ablations",
         "run",
+        "prepare_scaling",
     ]
     assert sorted(order) == sorted(p.stem for p in package.glob("*.py") if p.stem != "__init__")
     for index, name in enumerate(order):

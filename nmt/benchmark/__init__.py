@@ -17,7 +17,8 @@ One concern per module, each importing only those above it in this list:
 - training, decoding, padding: one measurement each (training through the trainer's own `Updater`);
 - comparisons: two ways to do the same work, timed in turn;
 - session: one run's shared state (device, seeded inputs and models, results so far);
-- references, ablations: the comparisons; run: `run_benchmark`, all of it in one report.
+- references, ablations: the comparisons; run: `run_benchmark`, all of it in one report;
+- prepare_scaling: apart from the rest, `nmt prepare`'s time and memory by corpus size (`make bench-prepare`).
 
 Imports: anything in nmt except the CLI (it measures the library from outside, through its public API);
 nothing in nmt imports this package, which only `nmt.cli.bench` uses. It never prints: the results are

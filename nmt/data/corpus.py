@@ -6,7 +6,10 @@ Two kinds of input give the same thing, a `ParallelText` per split:
 - a `datasets` dataset: a Hugging Face hub id, a directory written by `save_to_disk`, or a local
   JSON/JSONL/CSV/Parquet file, with either a `translation: {lang: text}` column or one column per language.
 
-(The embedded synthetic pair is generated with its word alignments by `nmt.data.preparation.synthetic_text`.)
+(The embedded synthetic pair is generated with its word alignments by `nmt.data.streaming.SyntheticPairs`.)
+
+`nmt prepare` reads through `open_dataset` and `nmt.data.streaming`, a chunk at a time; `read_parallel_files`
+and `read_dataset` read a corpus whole, for small inputs and tests.
 
 Every split remembers where it came from (`origin`, a JSON-friendly dict for the manifest). The text is kept
 exactly as read; `normalize` gives the cleaned form that is encoded.
@@ -118,10 +121,41 @@ def read_parallel_files(prefix: Path, source_lang: str, target_lang: str) -> Par
 # `datasets` datasets
 
 
-def read_dataset(
+@dataclass
+class DatasetSplit:
+    """One split of a `datasets` dataset (memory-mapped Arrow), where it came from, and its text layout."""
+
+    dataset: Any  # datasets.Dataset
+    origin: dict[str, Any]
+    layout: str | None  # TRANSLATION_COLUMN, or None for one column per language
+    source_lang: str
+    target_lang: str
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def text(self, table) -> tuple[list[str], list[str]]:
+        """The source and target text of `table` (rows of this split, a pyarrow.Table), as Python strings
+        (None becomes the empty string)."""
+        import pyarrow.compute as pc  # deferred with `datasets`, whose columns it reads
+
+        out = []
+        for lang in (self.source_lang, self.target_lang):
+            column = pc.struct_field(table.column(self.layout), lang) if self.layout else table.column(lang)
+            out.append(["" if value is None else str(value) for value in column.to_pylist()])
+        return out[0], out[1]
+
+    def tables(self, rows: int):
+        """The text columns of the split, `rows` rows at a time (pyarrow.Tables read from the mapped file)."""
+        columns = [self.layout] if self.layout else [self.source_lang, self.target_lang]
+        yield from self.dataset.select_columns(columns).with_format("arrow").iter(batch_size=rows)
+
+
+def open_dataset(
     name: str, config: str | None, revision: str | None, source_lang: str, target_lang: str
-) -> dict[str, ParallelText]:
-    """The splits of a hub id, dataset directory or data file: train, and dev/test if it has them."""
+) -> dict[str, DatasetSplit]:
+    """The splits of a hub id, dataset directory or data file, train and dev/test if it has them, unread:
+    `datasets` keeps them as memory-mapped Arrow files, read a batch at a time."""
     path = Path(name)
     if path.is_dir():
         splits, origin = _load_directory(path)
@@ -139,19 +173,31 @@ def read_dataset(
     for split, dataset_split in wanted.items():
         if dataset_split is None:
             continue
-        source, target = _columns(splits[dataset_split], name, source_lang, target_lang)
-        info = splits[dataset_split].info
-        out[split] = ParallelText(
-            source,
-            target,
-            {
-                **origin,
-                "split": dataset_split,
-                "fingerprint": getattr(splits[dataset_split], "_fingerprint", None),
-                "version": str(info.version) if info.version is not None else None,
-            },
-        )
-        logger.info("read %d pairs from %s (split %s)", len(source), name, dataset_split)
+        dataset = splits[dataset_split]
+        _check_languages(dataset, name, source_lang, target_lang)
+        info = dataset.info
+        layout = TRANSLATION_COLUMN if TRANSLATION_COLUMN in dataset.features else None
+        split_origin = {
+            **origin,
+            "split": dataset_split,
+            "fingerprint": getattr(dataset, "_fingerprint", None),
+            "version": str(info.version) if info.version is not None else None,
+        }
+        out[split] = DatasetSplit(dataset, split_origin, layout, source_lang, target_lang)
+    return out
+
+
+def read_dataset(
+    name: str, config: str | None, revision: str | None, source_lang: str, target_lang: str
+) -> dict[str, ParallelText]:
+    """The splits of a hub id, dataset directory or data file, read whole: train, and dev/test if it has
+    them."""
+    out = {}
+    for split, found in open_dataset(name, config, revision, source_lang, target_lang).items():
+        columns = [found.layout] if found.layout else [source_lang, target_lang]
+        source, target = found.text(found.dataset.select_columns(columns).with_format("arrow")[:])
+        out[split] = ParallelText(source, target, found.origin)
+        logger.info("read %d pairs from %s (split %s)", len(source), name, found.origin["split"])
     return out
 
 
@@ -255,10 +301,7 @@ def dataset_languages(dataset) -> list[str]:
     ]
 
 
-def _columns(dataset, name: str, source_lang: str, target_lang: str) -> tuple[list[str], list[str]]:
-    """The source and target text of one split, as Python strings (None becomes the empty string)."""
-    import pyarrow.compute as pc  # deferred with `datasets`, whose columns it reads
-
+def _check_languages(dataset, name: str, source_lang: str, target_lang: str) -> None:
     languages = dataset_languages(dataset)
     for lang in (source_lang, target_lang):
         if lang not in languages:
@@ -266,13 +309,6 @@ def _columns(dataset, name: str, source_lang: str, target_lang: str) -> tuple[li
                 f"dataset {name} has no language '{lang}' "
                 f"(it has: {', '.join(languages) or 'no text columns'}); check --source-lang/--target-lang"
             )
-    layout = TRANSLATION_COLUMN if TRANSLATION_COLUMN in dataset.features else None
-    table = dataset.select_columns([layout] if layout else [source_lang, target_lang]).with_format("arrow")[:]
-    out = []
-    for lang in (source_lang, target_lang):
-        column = pc.struct_field(table.column(layout), lang) if layout else table.column(lang)
-        out.append(["" if value is None else str(value) for value in column.to_pylist()])
-    return out[0], out[1]
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -344,8 +380,12 @@ class Carved:
     test: list[int]
 
 
-def carve(n: int, dev_size: int, test_size: int, seed: int) -> Carved:
-    """Split 0..n-1 at random (reproducibly for `seed`) into train, dev and test indices, each in order."""
+def carve_held_out(n: int, dev_size: int, test_size: int, seed: int) -> tuple[list[int], list[int]]:
+    """The dev and test indices carved from 0..n-1 at random (reproducibly for `seed`), each in order.
+
+    Only the held-out indices are drawn, so that carving from millions of pairs takes memory for the few
+    thousand held out, not for the corpus: `random.sample` over a range draws without listing it.
+    """
     if dev_size < 0 or test_size < 0:
         raise UserError("--dev-size and --test-size cannot be negative")
     if dev_size + test_size >= n:
@@ -354,6 +394,11 @@ def carve(n: int, dev_size: int, test_size: int, seed: int) -> Carved:
             "pairs from it; pass smaller --dev-size/--test-size, or give dev/test data"
         )
     chosen = random.Random(seed).sample(range(n), dev_size + test_size)
-    dev, test = sorted(chosen[:dev_size]), sorted(chosen[dev_size:])
-    held_out = set(chosen)
+    return sorted(chosen[:dev_size]), sorted(chosen[dev_size:])
+
+
+def carve(n: int, dev_size: int, test_size: int, seed: int) -> Carved:
+    """Split 0..n-1 at random (reproducibly for `seed`) into train, dev and test indices, each in order."""
+    dev, test = carve_held_out(n, dev_size, test_size, seed)
+    held_out = set(dev) | set(test)
     return Carved([i for i in range(n) if i not in held_out], dev, test)

@@ -7,50 +7,68 @@ Dev and test are never filtered: the evaluator scores every line of the original
 (empty ones too) and `text/` stays line-aligned with what was read. The manifest records, per split, how many
 pairs were read and how many each step removed, so that `read == kept + sum(removed)`.
 
-Everything is built in memory and written by `write_prepared` into a temporary directory beside `out`, which
-is renamed into place only when complete: a failed run leaves nothing behind, and `force` replaces an old
-directory only at the end.
+The corpus is streamed, never held: memory depends on `chunk_size` (pairs per chunk), not on the corpus size.
+The training data is read three times, a chunk at a time (nmt/data/streaming.py):
+
+1. scan: clean each pair, count the empty ones, and find duplicates by a 64-bit hash of the cleaned pair
+   (nmt/data/dedup.py); what stays is one bit per pair. Dev/test pairs to carve are then drawn by their index
+   among the pairs that stay (seeded, as `carve` always drew them), without the text;
+2. SentencePiece reads the cleaned training sentences as a stream and keeps its own random sample of
+   `spm_sample` of them (its reservoir sampler, seeded), so the model is the one it would train on a list;
+   its training takes memory by the sample's characters, so the sample is cut to what fits in
+   `memory_budget_mb` (`tokenizer.sample_within`; the manifest records a cut sample);
+3. encode: chunks go to `num_workers` processes (nmt/data/encoding.py); the length filters apply per chunk,
+   and each split is written as it comes, Arrow shards for encoded/ (nmt/data/shards.py) and text files.
+   Length statistics are exact, from histograms.
+
+What grows with the corpus is small: the hash table (12 to 23 bytes per distinct pair) and one byte per pair
+read. Everything is written into a temporary directory beside `out` (`staging`), renamed into place only when
+complete: a failed run leaves nothing behind, and `force` replaces an old directory only at the end.
 
 A corpus that comes with gold word alignments (the synthetic pair, derived with them) carries each pair's
-alignment, as a Pharaoh line, through every step with its pair, and `write_prepared` writes them beside the
-text (text/{split}.align). Other corpora carry None, at no cost.
+alignment, as a Pharaoh line, through every step with its pair, written beside the text (text/{split}.align).
 """
 
 from __future__ import annotations
 
+import collections
+import contextlib
+import itertools
 import logging
-import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-import sentencepiece as spm
+import numpy as np
 from tqdm.auto import tqdm
 
 from nmt import __version__
 from nmt.config import SYNTHETIC_DATASET, PrepareConfig, to_dict
-from nmt.data import synthetic
-from nmt.data.corpus import (
-    FilterStep,
-    ParallelText,
-    carve,
-    drop_duplicates,
-    drop_empty,
-    drop_length_ratio,
-    drop_too_long,
-    normalize,
-    one_line,
-    read_dataset,
-    read_parallel_files,
+from nmt.data.corpus import FilterStep, carve_held_out, normalize
+from nmt.data.dedup import SeenHashes
+from nmt.data.encoding import Workers, encode_chunk, scan_chunk, start_encoder
+from nmt.data.prepared import (
+    ENCODED_DIR,
+    MANIFEST_FILE,
+    SPLITS,
+    TEXT_DIR,
+    format_summary,
+    staging,
+    steps_text,
+    write_manifest,
 )
-from nmt.data.prepared import MANIFEST_FILE, SPLITS, EncodedSplit, alignment_line, write_prepared
+from nmt.data.shards import EncodedBatch, LengthStats, SplitOutput, length_stats, write_dataset_dict
+from nmt.data.streaming import Inputs, PairReader, RawChunk, open_inputs
 from nmt.data.tokenizer import (
+    JOINT_MODEL_FILE,
+    SOURCE_MODEL_FILE,
+    TARGET_MODEL_FILE,
     SentencePieceSettings,
     Tokenizer,
+    sample_within,
     train_sentencepiece,
 )
 from nmt.errors import UserError
@@ -58,8 +76,9 @@ from nmt.files import check_writable
 
 logger = logging.getLogger(__name__)
 
-ENCODE_CHUNK = 20_000  # sentences per SentencePiece batch call (one progress-bar tick)
-PERCENTILES = (50, 90, 99)
+MIN_MEMORY_MB = 512  # below this, the libraries alone and a chunk in flight would not fit
+
+__all__ = ["LengthStats", "PrepareResult", "format_summary", "length_stats", "prepare_data"]
 
 
 @dataclass
@@ -69,64 +88,19 @@ class PrepareResult:
 
 
 @dataclass
-class LengthStats:
-    mean: float
-    p50: int
-    p90: int
-    p99: int
-    max: int
+class SplitCounts:
+    """How many pairs of a split were read, what each cleaning step removed, and where they came from."""
 
-
-def length_stats(lengths: Sequence[int]) -> LengthStats:
-    """Mean, nearest-rank percentiles 50/90/99 and maximum of `lengths` (all zero when empty)."""
-    if not lengths:
-        return LengthStats(0.0, 0, 0, 0, 0)
-    ordered = sorted(lengths)
-    n = len(ordered)
-    p50, p90, p99 = (ordered[max(0, math.ceil(p / 100 * n) - 1)] for p in PERCENTILES)
-    return LengthStats(round(sum(ordered) / n, 2), p50, p90, p99, ordered[-1])
-
-
-@dataclass
-class _Split:
-    """A split on its way through the pipeline."""
-
-    raw: ParallelText  # as read (the text/ files of dev and test)
-    clean: ParallelText  # normalised (what is encoded)
     read: int
+    origin: dict[str, Any]
     steps: list[FilterStep] = field(default_factory=list)
-    # Each pair's gold word alignment (a Pharaoh line), for a corpus that has them.
-    alignments: list[str] | None = None
+    alignments: bool = False  # whether the split comes with gold word alignments
+    characters: list[int] = field(default_factory=lambda: [0, 0])  # of the cleaned (source, target) kept
 
-    def keep(self, indices: list[int], step: FilterStep | None = None) -> None:
-        """Keep the pairs `indices` (text and alignments alike), and count them as `step` removed the rest."""
-        self.raw, self.clean = self.raw.select(indices), self.clean.select(indices)
-        self.alignments = _selected(self.alignments, indices)
-        if step is not None:
-            self.steps.append(step)
-
-    def subset(self, indices: list[int], origin: dict[str, Any]) -> _Split:
-        """A new split of the pairs `indices` (a carved dev or test set)."""
-        return _Split(
-            self.raw.select(indices, origin),
-            self.clean.select(indices, origin),
-            len(indices),
-            alignments=_selected(self.alignments, indices),
-        )
-
-
-def _selected(lines: list[str] | None, indices: list[int]) -> list[str] | None:
-    return None if lines is None else [lines[i] for i in indices]
-
-
-@dataclass
-class Inputs:
-    """What `read_inputs` found: the text of each split and the language pair."""
-
-    splits: dict[str, ParallelText | None]  # None: a split to carve from train
-    alignments: dict[str, list[str]]  # the gold word alignments of the splits that come with them
-    source_lang: str
-    target_lang: str
+    def removed(self, step: FilterStep) -> None:
+        self.steps.append(step)
+        if step.removed and not step.name.startswith("carved"):
+            logger.info("train: removed %d %s pairs", step.removed, step.name.replace("_", " "))
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -140,55 +114,330 @@ def prepare_data(config: PrepareConfig, out: Path, force: bool = False) -> Prepa
     _check_config(config)
     _check_out(out, force)
     check_writable(out, is_file=False)  # fail before the work, not after it
+    inputs = open_inputs(config)
+    with staging(out, force) as tmp:
+        manifest = _prepare_into(tmp, config, inputs)
+    logger.info("prepared %s in %.1f s", out, time.perf_counter() - started)
+    return PrepareResult(out, manifest)
 
-    inputs = read_inputs(config)
-    source_lang, target_lang = inputs.source_lang, inputs.target_lang
-    splits = {
-        name: _normalized(text, name, inputs.alignments.get(name)) for name, text in inputs.splits.items()
-    }
 
-    train = splits["train"]
-    _drop(train, *drop_empty(train.clean))
-    _drop(train, *drop_duplicates(train.clean))
-    if len(train.clean) == 0:
+def _prepare_into(tmp: Path, config: PrepareConfig, inputs: Inputs) -> dict[str, Any]:
+    train_reader = inputs.splits["train"]
+    counts = {"train": SplitCounts(0, train_reader.origin, alignments=train_reader.has_alignments)}
+    kept = _scan_train(train_reader, config, counts["train"])
+    usable = int(kept.sum())
+    if usable == 0:
         raise UserError("the training data is empty after removing empty and duplicate pairs")
-    _carve_missing(splits, config)
+    given = {name: reader for name, reader in inputs.splits.items() if name != "train" and reader is not None}
+    for name, reader in given.items():  # read now: a bad file is an error before the long part
+        counts[name] = SplitCounts(_count_pairs(reader, config.chunk_size), reader.origin)
+    routing = _carve_missing(kept, usable, config, inputs, counts)
     for name in ("dev", "test"):
-        if len(splits[name].clean) == 0:
-            origin = splits[name].raw.origin
+        if counts[name].read == 0:
+            origin = counts[name].origin
             where = origin.get("source") or origin.get("path") or origin.get("id") or origin.get("kind")
             raise UserError(
                 f"the {name} data has no lines ({where}); give a {name} set with at least one pair"
             )
 
-    tokenizers = _train_tokenizers(train.clean, config)
-    source_tok, target_tok = tokenizers
-    encoded = {}
-    for name in SPLITS:
-        encoded[name] = _encode(splits[name].clean, source_tok, target_tok, config.num_workers, name)
+    def sentences(side: int) -> Iterator[str]:
+        return _training_sentences(train_reader, routing, side, config.chunk_size)
 
-    # Length filters need subword counts, so they come after encoding (training pairs only).
-    enc = encoded["train"]
-    keep = drop_too_long(enc.source_lens, enc.target_lens, config.max_tokens)
-    train.steps.append(FilterStep("too_long", len(enc), len(keep)))
-    enc = enc.select(keep)
-    train.alignments = _selected(train.alignments, keep)
-    keep = drop_length_ratio(enc.source_lens, enc.target_lens, config.max_length_ratio)
-    train.steps.append(FilterStep("length_ratio", len(enc), len(keep)))
-    encoded["train"] = enc.select(keep)
-    train.alignments = _selected(train.alignments, keep)
-    if len(encoded["train"]) == 0:
+    carved = sum(counts[name].read for name in ("dev", "test") if inputs.splits[name] is None)
+    train = counts["train"]
+    tokenizers, samples = _train_tokenizers(sentences, config, usable - carved, train.characters)
+    _write_tokenizers(tmp, tokenizers, config.joint_vocabulary)
+
+    def texts(name: str) -> tuple[str, str] | None:  # the verbatim text files of dev and test
+        return None if name == "train" else (f"{name}.{inputs.source_lang}", f"{name}.{inputs.target_lang}")
+
+    with contextlib.ExitStack() as stack:
+        outputs = {}
+        for name in SPLITS:
+            outputs[name] = SplitOutput(
+                tmp / ENCODED_DIR / name, tmp / TEXT_DIR, name, texts(name), counts[name].alignments
+            )
+            stack.callback(outputs[name].abort)
+        models = tuple(t.model_proto for t in tokenizers)
+        with Workers(config.num_workers, start_encoder, models) as workers:
+            _encode_train(train_reader, routing, outputs, counts["train"], workers, config)
+            for name, reader in given.items():
+                _encode_whole(reader, outputs[name], workers, config.chunk_size)
+        for output in outputs.values():
+            output.close()
+        stack.pop_all()
+    write_dataset_dict(tmp / ENCODED_DIR, SPLITS)
+    if outputs["train"].writer.rows == 0:
+        removed = steps_text([vars(step) for step in counts["train"].steps])
         raise UserError(
-            f"no training pairs left after filtering ({_steps_text(train.steps)}); "
-            "relax --max-tokens or --max-length-ratio"
+            f"no training pairs left after filtering ({removed}); relax --max-tokens or --max-length-ratio"
+        )
+    manifest = _manifest(config, inputs, counts, outputs, tokenizers)
+    if any(size != config.spm_sample for size in samples):  # cut to fit --memory-budget-mb
+        manifest["vocabulary"]["sampled"] = samples
+    write_manifest(tmp, manifest)
+    return manifest
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Pass 1: count, clean, find duplicates; carve dev/test
+
+
+def _scan_train(reader: PairReader, config: PrepareConfig, counts: SplitCounts) -> np.ndarray:
+    """(read,) bool: which training pairs stay (non-empty once cleaned, first of their kind). Counts them, and
+    the characters of their cleaned sides (`counts.characters`)."""
+    seen = SeenHashes()
+    characters = counts.characters
+    kept: list[np.ndarray] = []
+    full = 0
+    arguments = ((chunk.source, chunk.target) for chunk in reader.chunks(config.chunk_size))
+    bar = tqdm(desc="reading train", unit="pair", disable=None, leave=False)
+    with bar, Workers(config.num_workers) as workers:
+        for hashes, source_characters, target_characters in workers.map(scan_chunk, arguments):
+            nonempty = hashes != 0
+            new = np.zeros(len(hashes), dtype=bool)
+            new[nonempty] = seen.add_new(hashes[nonempty])
+            kept.append(new)
+            characters[0] += int(source_characters[new].sum())
+            characters[1] += int(target_characters[new].sum())
+            full += int(nonempty.sum())
+            bar.update(len(hashes))
+    mask = np.concatenate(kept) if kept else np.zeros(0, dtype=bool)
+    counts.read = len(mask)
+    counts.removed(FilterStep("empty", len(mask), full))
+    counts.removed(FilterStep("duplicate", full, int(mask.sum())))
+    logger.info("read %d training pairs (%.0f MB of hashes)", len(mask), seen.nbytes / 2**20)
+    return mask
+
+
+def _count_pairs(reader: PairReader, rows: int) -> int:
+    return sum(len(chunk) for chunk in reader.chunks(rows))
+
+
+@dataclass
+class _Routing:
+    """Where each training pair goes: `kept` says which pairs stay; `dev` and `test` hold the indices, among
+    the pairs that stay, of those carved out (sorted)."""
+
+    kept: np.ndarray
+    dev: np.ndarray
+    test: np.ndarray
+
+    def routes(
+        self, chunks: Iterator[RawChunk]
+    ) -> Iterator[tuple[RawChunk, np.ndarray, np.ndarray, np.ndarray]]:
+        """Each chunk with the positions in it of its train, dev and test pairs (chunks in order)."""
+        usable_before = 0
+        for chunk in chunks:
+            positions = np.flatnonzero(self.kept[chunk.start : chunk.start + len(chunk)])
+            index = usable_before + np.arange(len(positions))
+            in_dev, in_test = np.isin(index, self.dev), np.isin(index, self.test)
+            yield chunk, positions[~(in_dev | in_test)], positions[in_dev], positions[in_test]
+            usable_before += len(positions)
+
+
+def _carve_missing(kept, usable: int, config: PrepareConfig, inputs: Inputs, counts) -> _Routing:
+    """Carve dev and/or test from the (cleaned, deduplicated) training pairs when they were not given."""
+    missing = [name for name in ("dev", "test") if inputs.splits[name] is None]
+    dev_size = config.dev_size if "dev" in missing else 0
+    test_size = config.test_size if "test" in missing else 0
+    none = np.zeros(0, dtype=np.int64)
+    if dev_size == 0 and test_size == 0:
+        if missing:
+            raise UserError("--dev-size and --test-size must be positive when there is no dev or test data")
+        return _Routing(kept, none, none)
+    dev, test = carve_held_out(usable, dev_size, test_size, config.seed)
+    origin = {"kind": "carved", "from": "train", "seed": config.seed}
+    remaining = usable
+    for name, indices in (("dev", dev), ("test", test)):
+        if name in missing:
+            counts[name] = SplitCounts(len(indices), origin, alignments=counts["train"].alignments)
+            counts["train"].removed(FilterStep(f"carved_{name}", remaining, remaining - len(indices)))
+            remaining -= len(indices)
+            logger.info("carved %d %s pairs from train (seed %d)", len(indices), name, config.seed)
+    return _Routing(kept, np.asarray(dev, dtype=np.int64), np.asarray(test, dtype=np.int64))
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Pass 2: SentencePiece
+
+
+def _training_sentences(reader: PairReader, routing: _Routing, side: int, rows: int) -> Iterator[str]:
+    """The cleaned sentences of one side (0: source, 1: target) of the training pairs, in corpus order."""
+    for chunk, train, _, _ in routing.routes(reader.chunks(rows)):
+        lines = chunk.target if side else chunk.source
+        yield from (normalize(lines[i]) for i in train)
+
+
+def _train_tokenizers(
+    sentences, config: PrepareConfig, pairs: int, characters
+) -> tuple[tuple[Tokenizer, Tokenizer], list[int]]:
+    """SentencePiece on the training sentences (`pairs` pairs, `characters` = (source, target) characters),
+    sampling at most --spm-sample sentences, fewer if that many would not fit in --memory-budget-mb. Returns
+    the tokenizers and the sample size of each model trained."""
+    samples = []
+
+    def settings(sentence_count: int, character_count: int) -> SentencePieceSettings:
+        size = sample_within(config.memory_budget_mb, config.spm_sample, sentence_count, character_count)
+        if size != config.spm_sample:
+            logger.info("SentencePiece samples %d sentences, what fits in --memory-budget-mb", size)
+        samples.append(size)
+        return SentencePieceSettings(
+            vocab_size=config.vocab_size,
+            model_type=config.model_type.value,
+            character_coverage=config.character_coverage,
+            input_sentence_size=size,
+            seed=config.seed,
+            num_threads=config.num_workers,
         )
 
-    manifest = _manifest(config, source_lang, target_lang, splits, encoded, tokenizers)
-    verbatim = {name: (splits[name].raw.source, splits[name].raw.target) for name in ("dev", "test")}
-    alignments = {name: splits[name].alignments for name in SPLITS if splits[name].alignments is not None}
-    write_prepared(out, force, manifest, verbatim, encoded, tokenizers, alignments)
-    logger.info("prepared %s in %.1f s", out, time.perf_counter() - started)
-    return PrepareResult(out, manifest)
+    started = time.perf_counter()
+    if config.joint_vocabulary:
+        joint = settings(2 * pairs, sum(characters))
+        tokenizer = Tokenizer(_train_sentencepiece(itertools.chain(sentences(0), sentences(1)), joint))
+        tokenizers = (tokenizer, tokenizer)
+    else:
+        tokenizers = tuple(
+            Tokenizer(_train_sentencepiece(sentences(side), settings(pairs, characters[side])))
+            for side in (0, 1)
+        )
+    logger.info(
+        "trained %s SentencePiece (%s): %s pieces in %.1f s",
+        "a joint" if config.joint_vocabulary else "separate",
+        config.model_type.value,
+        " + ".join(str(t.vocab_size) for t in dict.fromkeys(tokenizers)),
+        time.perf_counter() - started,
+    )
+    return tokenizers, samples
+
+
+def _train_sentencepiece(sentences: Iterator[str], settings: SentencePieceSettings) -> bytes:
+    try:
+        return train_sentencepiece(sentences, settings)
+    except RuntimeError as error:  # e.g. a vocabulary smaller than the corpus's character set
+        message = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+        raise UserError(f"SentencePiece training failed: {message} (try another --vocab-size)") from None
+
+
+def _write_tokenizers(directory: Path, tokenizers: tuple[Tokenizer, Tokenizer], joint: bool) -> None:
+    source, target = tokenizers
+    if joint:
+        (directory / JOINT_MODEL_FILE).write_bytes(source.model_proto)
+    else:
+        (directory / SOURCE_MODEL_FILE).write_bytes(source.model_proto)
+        (directory / TARGET_MODEL_FILE).write_bytes(target.model_proto)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Pass 3: encode, filter, write
+
+
+def _encode_train(reader, routing: _Routing, outputs, counts: SplitCounts, workers: Workers, config) -> None:
+    """Encode the training pairs that stay and the carved dev/test pairs; filter training pairs by length."""
+    pending: collections.deque = collections.deque()
+    too_long = FilterStep("too_long", 0, 0)
+    ratio = FilterStep("length_ratio", 0, 0)
+
+    def arguments():
+        for chunk, *routes in routing.routes(reader.chunks(config.chunk_size)):
+            pending.append((chunk, routes))
+            rows = np.concatenate(routes)
+            yield [chunk.source[i] for i in rows], [chunk.target[i] for i in rows]
+
+    work = workers.map(encode_chunk, arguments())
+    with tqdm(desc="encoding train", unit="pair", disable=None, leave=False) as bar:
+        for batch in work:
+            chunk, routes = pending.popleft()
+            start = 0
+            for name, rows in zip(SPLITS, routes, strict=True):
+                part = batch.take(np.arange(start, start + len(rows)))
+                start += len(rows)
+                if name == "train":
+                    short, keep = _length_filter(part, config.max_tokens, config.max_length_ratio)
+                    too_long.before, too_long.after = too_long.before + len(part), too_long.after + short
+                    ratio.before, ratio.after = ratio.before + short, ratio.after + len(keep)
+                    part, rows = part.take(keep), rows[keep]
+                outputs[name].write(part, chunk, rows)
+            bar.update(len(chunk))
+    # Length filters need subword counts, so they come after encoding (training pairs only).
+    counts.removed(too_long)
+    counts.removed(ratio)
+
+
+def _length_filter(batch: EncodedBatch, max_tokens: int, max_ratio: float) -> tuple[int, np.ndarray]:
+    """How many pairs have at most `max_tokens` tokens a side, and the positions of those whose longer side
+    also has at most `max_ratio` times the tokens of the shorter (misaligned pairs often exceed it)."""
+    source, target = batch.src_lens, batch.tgt_lens
+    short = (source <= max_tokens) & (target <= max_tokens)
+    ratio = np.maximum(source, target) / np.maximum(1, np.minimum(source, target))
+    return int(short.sum()), np.flatnonzero(short & (ratio <= max_ratio))
+
+
+def _encode_whole(reader: PairReader, output: SplitOutput, workers: Workers, rows: int) -> None:
+    """Encode every pair of a given dev or test split, unfiltered."""
+    chunks: collections.deque = collections.deque()
+
+    def arguments():
+        for chunk in reader.chunks(rows):
+            chunks.append(chunk)
+            yield chunk.source, chunk.target
+
+    for batch in workers.map(encode_chunk, arguments()):
+        chunk = chunks.popleft()
+        output.write(batch, chunk, np.arange(len(chunk)))
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The manifest
+
+
+def _manifest(config, inputs: Inputs, counts, outputs, tokenizers) -> dict[str, Any]:
+    source_tok, target_tok = tokenizers
+    sections: dict[str, dict] = {"counts": {}, "statistics": {}, "sources": {}}
+    for name in SPLITS:
+        split, written = counts[name], outputs[name].writer
+        sections["counts"][name] = {
+            "read": split.read,
+            "steps": [
+                {"name": s.name, "before": s.before, "after": s.after, "removed": s.removed}
+                for s in split.steps
+            ],
+            "kept": written.rows,
+        }
+        removed = sum(s.removed for s in split.steps)
+        assert split.read == written.rows + removed, f"{name} counts do not add up"
+        sections["statistics"][name] = written.statistics.as_dict()
+        sections["sources"][name] = split.origin
+    return {
+        "source_lang": inputs.source_lang,
+        "target_lang": inputs.target_lang,
+        "joint_vocabulary": config.joint_vocabulary,
+        **{key: sections[key] for key in ("sources", "counts", "statistics")},
+        "cleaning": {
+            "normalization": "NFC, whitespace runs made one space",
+            "max_tokens": config.max_tokens,
+            "max_length_ratio": config.max_length_ratio,
+            "filtered_splits": ["train"],
+        },
+        "vocabulary": {
+            "joint": config.joint_vocabulary,
+            "model_type": config.model_type.value,
+            "requested_size": config.vocab_size,
+            "character_coverage": config.character_coverage,
+            "sample": config.spm_sample,
+            "source_size": source_tok.vocab_size,
+            "target_size": target_tok.vocab_size,
+        },
+        "alignments": [name for name in SPLITS if counts[name].alignments],
+        "seed": config.seed,
+        "config": to_dict(config),
+        "nmt_version": __version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Checks and the summary
 
 
 def _check_config(config: PrepareConfig) -> None:
@@ -215,6 +464,12 @@ def _check_config(config: PrepareConfig) -> None:
         raise UserError(f"--character-coverage must be in (0, 1] (got {config.character_coverage})")
     if config.num_workers < 1:
         raise UserError(f"--num-workers must be at least 1 (got {config.num_workers})")
+    if config.chunk_size < 1:
+        raise UserError(f"--chunk-size must be at least 1 (got {config.chunk_size})")
+    if config.memory_budget_mb < MIN_MEMORY_MB:
+        raise UserError(
+            f"--memory-budget-mb must be at least {MIN_MEMORY_MB} (got {config.memory_budget_mb})"
+        )
 
 
 def _check_out(out: Path, force: bool) -> None:
@@ -227,256 +482,3 @@ def _check_out(out: Path, force: bool) -> None:
         raise UserError(
             f"{out} exists and is not a prepared data directory; refusing to replace it even with --force"
         )
-
-
-def read_inputs(config: PrepareConfig) -> Inputs:
-    """The train/dev/test text as read (None for a split to carve from train), the gold word alignments of
-    the splits that have them, and the language pair."""
-    source_lang, target_lang = config.source_lang, config.target_lang
-    splits: dict[str, ParallelText | None] = dict.fromkeys(SPLITS)
-    alignments: dict[str, list[str]] = {}
-    if config.train_prefix is not None:
-        splits["train"] = read_parallel_files(config.train_prefix, source_lang, target_lang)
-    elif config.dataset == SYNTHETIC_DATASET:
-        pair = (synthetic.SOURCE_LANG, synthetic.TARGET_LANG)
-        if source_lang is None and target_lang is None:
-            source_lang, target_lang = pair
-        elif (source_lang, target_lang) not in (pair, pair[::-1]):
-            raise UserError(
-                f"the synthetic corpus has languages '{pair[0]}' and '{pair[1]}', not "
-                f"'{source_lang}' -> '{target_lang}'; leave out --source-lang/--target-lang"
-            )
-        reverse = (source_lang, target_lang) == pair[::-1]
-        splits["train"], alignments["train"] = synthetic_text(config.synthetic_size, config.seed, reverse)
-    else:
-        found = read_dataset(
-            config.dataset, config.dataset_config, config.dataset_revision, source_lang, target_lang
-        )
-        splits.update(found)
-    if config.dev_prefix is not None:
-        splits["dev"] = read_parallel_files(config.dev_prefix, source_lang, target_lang)
-    if config.test_prefix is not None:
-        splits["test"] = read_parallel_files(config.test_prefix, source_lang, target_lang)
-    return Inputs(splits, alignments, source_lang, target_lang)
-
-
-def synthetic_text(size: int, seed: int, reverse: bool = False) -> tuple[ParallelText, list[str]]:
-    """`size` pairs of the synthetic corpus (`nmt.data.synthetic`) and each pair's word alignment as a
-    Pharaoh line, derived together by the grammar; `reverse` swaps the sides (Zerak -> Ulami)."""
-    if size < 1:
-        raise UserError(f"--synthetic-size must be positive (got {size})")
-    pairs = synthetic.generate_aligned(size, seed)
-    source, target = [p.source for p in pairs], [p.target for p in pairs]
-    alignments = [alignment_line(p.links(), swap=reverse) for p in pairs]
-    if reverse:
-        source, target = target, source
-    return ParallelText(source, target, {"kind": "synthetic", "size": size, "seed": seed}), alignments
-
-
-def _normalized(text: ParallelText | None, name: str, alignments: list[str] | None) -> _Split | None:
-    if text is None:
-        return None
-    clean = ParallelText(_normalize_all(text.source, name), _normalize_all(text.target, name), text.origin)
-    raw = ParallelText([one_line(s) for s in text.source], [one_line(t) for t in text.target], text.origin)
-    return _Split(raw, clean, read=len(text), alignments=alignments)
-
-
-def _normalize_all(lines: list[str], name: str) -> list[str]:
-    out: list[str] = []
-    with tqdm(total=len(lines), desc=f"normalising {name}", unit="sent", disable=None, leave=False) as bar:
-        for start in range(0, len(lines), ENCODE_CHUNK):
-            out.extend(normalize(line) for line in lines[start : start + ENCODE_CHUNK])
-            bar.update(min(ENCODE_CHUNK, len(lines) - start))
-    return out
-
-
-def _drop(split: _Split, keep: list[int], step: FilterStep) -> None:
-    split.keep(keep, step)
-    if step.removed:
-        logger.info("train: removed %d %s pairs", step.removed, step.name.replace("_", " "))
-
-
-def _carve_missing(splits: dict[str, _Split | None], config: PrepareConfig) -> None:
-    """Carve dev and/or test from the (cleaned, deduplicated) training pairs when they were not given."""
-    dev_size = config.dev_size if splits["dev"] is None else 0
-    test_size = config.test_size if splits["test"] is None else 0
-    if dev_size == 0 and test_size == 0:
-        if splits["dev"] is None or splits["test"] is None:
-            raise UserError("--dev-size and --test-size must be positive when there is no dev or test data")
-        return
-    train = splits["train"]
-    carved = carve(len(train.clean), dev_size, test_size, config.seed)
-    origin = {"kind": "carved", "from": "train", "seed": config.seed}
-    remaining = len(train.clean)
-    for name, indices in (("dev", carved.dev), ("test", carved.test)):
-        if splits[name] is None:
-            splits[name] = train.subset(indices, origin)
-            train.steps.append(FilterStep(f"carved_{name}", remaining, remaining - len(indices)))
-            remaining -= len(indices)
-            logger.info("carved %d %s pairs from train (seed %d)", len(indices), name, config.seed)
-    train.keep(carved.train)
-
-
-# ------------------------------------------------------------------------------------------------------------
-# SentencePiece
-
-
-def _train_tokenizers(train: ParallelText, config: PrepareConfig) -> tuple[Tokenizer, Tokenizer]:
-    settings = SentencePieceSettings(
-        vocab_size=config.vocab_size,
-        model_type=config.model_type.value,
-        character_coverage=config.character_coverage,
-        input_sentence_size=config.spm_sample,
-        seed=config.seed,
-        num_threads=config.num_workers,
-    )
-    started = time.perf_counter()
-    if config.joint_vocabulary:
-        tokenizer = Tokenizer(_train_sentencepiece(train.source + train.target, settings))
-        tokenizers = (tokenizer, tokenizer)
-    else:
-        tokenizers = (
-            Tokenizer(_train_sentencepiece(train.source, settings)),
-            Tokenizer(_train_sentencepiece(train.target, settings)),
-        )
-    logger.info(
-        "trained %s SentencePiece (%s): %s pieces in %.1f s",
-        "a joint" if config.joint_vocabulary else "separate",
-        config.model_type.value,
-        " + ".join(str(t.vocab_size) for t in dict.fromkeys(tokenizers)),
-        time.perf_counter() - started,
-    )
-    return tokenizers
-
-
-def _train_sentencepiece(sentences: list[str], settings: SentencePieceSettings) -> bytes:
-    try:
-        return train_sentencepiece(sentences, settings)
-    except RuntimeError as error:  # e.g. a vocabulary smaller than the corpus's character set
-        message = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
-        raise UserError(f"SentencePiece training failed: {message} (try another --vocab-size)") from None
-
-
-# ------------------------------------------------------------------------------------------------------------
-# Encoding
-
-
-def _encode(
-    text: ParallelText, source: Tokenizer, target: Tokenizer, num_workers: int, name: str
-) -> EncodedSplit:
-    """Batch-encode both sides with SentencePiece's own threads, chunk by chunk straight into Arrow arrays."""
-
-    ids_type = pa.list_(pa.int32())
-    processors = [spm.SentencePieceProcessor(model_proto=t.model_proto) for t in (source, target)]
-    chunks: list[list] = [[], []]
-    lens: list[list[int]] = [[], []]
-    total = 2 * len(text)
-    with tqdm(total=total, desc=f"encoding {name}", unit="sent", disable=None, leave=False) as bar:
-        for side, (processor, lines) in enumerate(zip(processors, (text.source, text.target), strict=True)):
-            for start in range(0, len(lines), ENCODE_CHUNK):
-                batch = lines[start : start + ENCODE_CHUNK]
-                ids = processor.encode(batch, out_type=int, num_threads=num_workers)
-                lens[side].extend(len(x) for x in ids)
-                chunks[side].append(pa.array(ids, type=ids_type))
-                bar.update(len(batch))
-
-    def words(lines: list[str]) -> list[int]:  # the cleaned text has single spaces between words
-        return [line.count(" ") + 1 if line else 0 for line in lines]
-
-    return EncodedSplit(
-        pa.chunked_array(chunks[0], type=ids_type),
-        pa.chunked_array(chunks[1], type=ids_type),
-        lens[0],
-        lens[1],
-        words(text.source),
-        words(text.target),
-    )
-
-
-# ------------------------------------------------------------------------------------------------------------
-# The manifest and the directory
-
-
-def _manifest(config, source_lang, target_lang, splits, encoded, tokenizers) -> dict[str, Any]:
-    source_tok, target_tok = tokenizers
-    counts, statistics, sources = {}, {}, {}
-    for name in SPLITS:
-        split, enc = splits[name], encoded[name]
-        counts[name] = {
-            "read": split.read,
-            "steps": [
-                {"name": s.name, "before": s.before, "after": s.after, "removed": s.removed}
-                for s in split.steps
-            ],
-            "kept": len(enc),
-        }
-        assert split.read == len(enc) + sum(s.removed for s in split.steps), f"{name} counts do not add up"
-        statistics[name] = {
-            "source_tokens": vars(length_stats(enc.source_lens)),
-            "target_tokens": vars(length_stats(enc.target_lens)),
-            "source_words": vars(length_stats(enc.source_words)),
-            "target_words": vars(length_stats(enc.target_words)),
-        }
-        sources[name] = split.raw.origin
-    settings = to_dict(config)
-    return {
-        "source_lang": source_lang,
-        "target_lang": target_lang,
-        "joint_vocabulary": config.joint_vocabulary,
-        "sources": sources,
-        "counts": counts,
-        "statistics": statistics,
-        "cleaning": {
-            "normalization": "NFC, whitespace runs made one space",
-            "max_tokens": config.max_tokens,
-            "max_length_ratio": config.max_length_ratio,
-            "filtered_splits": ["train"],
-        },
-        "vocabulary": {
-            "joint": config.joint_vocabulary,
-            "model_type": config.model_type.value,
-            "requested_size": config.vocab_size,
-            "character_coverage": config.character_coverage,
-            "sample": config.spm_sample,
-            "source_size": source_tok.vocab_size,
-            "target_size": target_tok.vocab_size,
-        },
-        "alignments": [name for name in SPLITS if splits[name].alignments is not None],
-        "seed": config.seed,
-        "config": settings,
-        "nmt_version": __version__,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
-
-
-def _steps_text(steps: list[FilterStep]) -> str:
-    return ", ".join(f"{s.removed} {s.name.replace('_', ' ')}" for s in steps) or "nothing removed"
-
-
-def format_summary(manifest: dict[str, Any], path: Path) -> str:
-    """A short human summary of a manifest: pairs per split, what was removed, vocabulary, lengths."""
-    vocab = manifest["vocabulary"]
-    sizes = (
-        f"{vocab['source_size']} pieces"
-        if vocab["joint"]
-        else f"{vocab['source_size']} source + {vocab['target_size']} target pieces"
-    )
-    lines = [
-        f"prepared {manifest['source_lang']} -> {manifest['target_lang']} in {path}",
-        f"vocabulary: {'joint' if vocab['joint'] else 'separate'} {vocab['model_type']}, {sizes}",
-        f"{'split':<6} {'pairs':>9}   {'source tokens':<36} target tokens",
-        f"{'':<6} {'':>9}   {'mean/p50/p90/p99/max':<36} mean/p50/p90/p99/max",
-    ]
-    for name in SPLITS:
-        stats = manifest["statistics"][name]
-        cells = [
-            f"{s['mean']:.1f}/{s['p50']}/{s['p90']}/{s['p99']}/{s['max']}"
-            for s in (stats["source_tokens"], stats["target_tokens"])
-        ]
-        lines.append(f"{name:<6} {manifest['counts'][name]['kept']:>9,}   {cells[0]:<36} {cells[1]}")
-    for name in SPLITS:
-        counts = manifest["counts"][name]
-        steps = [FilterStep(s["name"], s["before"], s["after"]) for s in counts["steps"]]
-        if steps:
-            lines.append(f"{name}: read {counts['read']:,}; removed {_steps_text(steps)}")
-    return "\n".join(lines)

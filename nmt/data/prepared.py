@@ -16,8 +16,11 @@ Layout:
                                   train with the rows of encoded/train. The manifest's "alignments" lists
                                   the splits that have one.
 
-A directory is written into a temporary directory beside its place and renamed into place only when complete:
-a failed run leaves nothing behind, and `force` replaces an old directory only at the very end.
+A directory is written into a temporary directory beside its place (`staging`) and renamed into place only
+when complete: a failed run leaves nothing behind, and `force` replaces an old directory only at the very end.
+`nmt prepare` writes encoded/ a chunk at a time (nmt/data/shards.py): each split's folder holds one or more
+Arrow shard files, as `save_to_disk` would write them; directories written whole by earlier versions (one
+shard per split) read the same way.
 """
 
 from __future__ import annotations
@@ -27,20 +30,13 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from nmt.data.tokenizer import (
-    JOINT_MODEL_FILE,
-    SOURCE_MODEL_FILE,
-    TARGET_MODEL_FILE,
-    Tokenizer,
-    TokenizerPair,
-    load_tokenizers,
-)
+from nmt.data.tokenizer import TokenizerPair, load_tokenizers
 from nmt.errors import UserError
 from nmt.files import cannot_write, fixable_os_error, read_lines
 
@@ -62,34 +58,6 @@ def alignment_line(links: Iterable[tuple[int, int]], swap: bool = False) -> str:
 # Writing
 
 
-@dataclass
-class EncodedSplit:
-    """Subword ids (Arrow list<int32> arrays, without BOS/EOS) and lengths of one split."""
-
-    source_ids: Any  # pyarrow.ChunkedArray
-    target_ids: Any
-    source_lens: list[int]
-    target_lens: list[int]
-    source_words: list[int]
-    target_words: list[int]
-
-    def __len__(self) -> int:
-        return len(self.source_lens)
-
-    def select(self, indices: list[int]) -> EncodedSplit:
-        import pyarrow as pa  # deferred, as datasets below: seconds to import, and most readers never need it
-
-        take = pa.array(indices, type=pa.int64())
-        return EncodedSplit(
-            self.source_ids.take(take),
-            self.target_ids.take(take),
-            [self.source_lens[i] for i in indices],
-            [self.target_lens[i] for i in indices],
-            [self.source_words[i] for i in indices],
-            [self.target_words[i] for i in indices],
-        )
-
-
 def encoded_features():
     """The `datasets.Features` of an encoded split (the schema of `encoded/`)."""
     from datasets import Features, List, Value  # deferred: seconds to import
@@ -104,35 +72,15 @@ def encoded_features():
     )
 
 
-def _dataset(encoded: EncodedSplit):
-    import pyarrow as pa  # deferred: seconds to import, with datasets
-    from datasets import Dataset
+@contextlib.contextmanager
+def staging(out: Path, force: bool) -> Iterator[Path]:
+    """A temporary directory beside `out` to write a prepared directory into, renamed into place when the
+    block succeeds.
 
-    columns = {
-        "src_ids": encoded.source_ids.combine_chunks(),
-        "tgt_ids": encoded.target_ids.combine_chunks(),
-        "src_words": pa.array(encoded.source_words, type=pa.int32()),
-        "tgt_words": pa.array(encoded.target_words, type=pa.int32()),
-    }
-    return Dataset.from_dict(columns, features=encoded_features())
-
-
-def write_prepared(
-    out: Path,
-    force: bool,
-    manifest: dict[str, Any],
-    verbatim: dict[str, tuple[list[str], list[str]]],
-    encoded: dict[str, EncodedSplit],
-    tokenizers: tuple[Tokenizer, Tokenizer],
-    alignments: dict[str, list[str]] | None = None,
-) -> None:
-    """Write a prepared directory into a temporary directory beside `out`, then rename it into place.
-
-    `verbatim` holds the (source, target) lines of dev and test exactly as read; `encoded` every split;
-    `alignments` the Pharaoh lines of the splits with gold word alignments, one per pair.
+    When the block fails (or is interrupted), the temporary directory is removed, with `out`'s parent if it
+    was made for it, and `out` is left as it was; an OS error a user can fix (a full disk, no permission)
+    becomes `cannot write OUT: ...`.
     """
-    from datasets import DatasetDict  # deferred: seconds to import
-
     created_parent = not out.parent.exists()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-"))
@@ -140,54 +88,22 @@ def write_prepared(
     os.umask(umask)
     tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; the result should look like any new directory
     try:
-        source_tok, target_tok = tokenizers
-        if manifest["joint_vocabulary"]:
-            (tmp / JOINT_MODEL_FILE).write_bytes(source_tok.model_proto)
-        else:
-            (tmp / SOURCE_MODEL_FILE).write_bytes(source_tok.model_proto)
-            (tmp / TARGET_MODEL_FILE).write_bytes(target_tok.model_proto)
-        with _quiet_datasets():  # saving is quick; its progress bars would only clutter the log
-            DatasetDict({name: _dataset(encoded[name]) for name in SPLITS}).save_to_disk(
-                str(tmp / ENCODED_DIR)
-            )
-        (tmp / TEXT_DIR).mkdir()
-        for name in ("dev", "test"):
-            source, target = verbatim[name]
-            for lang, lines in ((manifest["source_lang"], source), (manifest["target_lang"], target)):
-                (tmp / TEXT_DIR / f"{name}.{lang}").write_bytes(
-                    "".join(line + "\n" for line in lines).encode()
-                )
-        for name, lines in (alignments or {}).items():
-            if len(lines) != len(encoded[name]):  # a pipeline bug, never the user's
-                raise ValueError(f"{name}: {len(encoded[name])} pairs but {len(lines)} alignments")
-            (tmp / TEXT_DIR / f"{name}.{ALIGNMENT_SUFFIX}").write_bytes(
-                "".join(line + "\n" for line in lines).encode()
-            )
-        (tmp / MANIFEST_FILE).write_text(
-            json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
-        )
+        yield tmp
         _move_into_place(tmp, out, force)
     except BaseException as error:
         shutil.rmtree(tmp, ignore_errors=True)
-        if created_parent and not any(out.parent.iterdir()):
+        if created_parent and out.parent.exists() and not any(out.parent.iterdir()):
             out.parent.rmdir()
-        cause = fixable_os_error(error)
+        cause = None if isinstance(error, UserError) else fixable_os_error(error)
         if cause is not None:
             raise cannot_write(out, cause) from None
         raise
 
 
-@contextlib.contextmanager
-def _quiet_datasets():
-    import datasets  # deferred: seconds to import
-
-    was_disabled = datasets.are_progress_bars_disabled()
-    datasets.disable_progress_bars()
-    try:
-        yield
-    finally:
-        if not was_disabled:
-            datasets.enable_progress_bars()
+def write_manifest(directory: Path, manifest: dict[str, Any]) -> None:
+    (directory / MANIFEST_FILE).write_text(
+        json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+    )
 
 
 def _move_into_place(tmp: Path, out: Path, force: bool) -> None:
@@ -205,6 +121,44 @@ def _move_into_place(tmp: Path, out: Path, force: bool) -> None:
         old.rename(out)
         raise
     shutil.rmtree(old, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The manifest in words
+
+
+def steps_text(steps: list[dict[str, Any]]) -> str:
+    """What cleaning steps removed, in words: "3 empty, 0 duplicate, ..." (steps as in the manifest)."""
+    removed = (f"{s['before'] - s['after']} {s['name'].replace('_', ' ')}" for s in steps)
+    return ", ".join(removed) or "nothing removed"
+
+
+def format_summary(manifest: dict[str, Any], path: Path) -> str:
+    """A short human summary of a manifest: pairs per split, what was removed, vocabulary, lengths."""
+    vocab = manifest["vocabulary"]
+    sizes = (
+        f"{vocab['source_size']} pieces"
+        if vocab["joint"]
+        else f"{vocab['source_size']} source + {vocab['target_size']} target pieces"
+    )
+    lines = [
+        f"prepared {manifest['source_lang']} -> {manifest['target_lang']} in {path}",
+        f"vocabulary: {'joint' if vocab['joint'] else 'separate'} {vocab['model_type']}, {sizes}",
+        f"{'split':<6} {'pairs':>9}   {'source tokens':<36} target tokens",
+        f"{'':<6} {'':>9}   {'mean/p50/p90/p99/max':<36} mean/p50/p90/p99/max",
+    ]
+    for name in SPLITS:
+        stats = manifest["statistics"][name]
+        cells = [
+            f"{s['mean']:.1f}/{s['p50']}/{s['p90']}/{s['p99']}/{s['max']}"
+            for s in (stats["source_tokens"], stats["target_tokens"])
+        ]
+        lines.append(f"{name:<6} {manifest['counts'][name]['kept']:>9,}   {cells[0]:<36} {cells[1]}")
+    for name in SPLITS:
+        counts = manifest["counts"][name]
+        if counts["steps"]:
+            lines.append(f"{name}: read {counts['read']:,}; removed {steps_text(counts['steps'])}")
+    return "\n".join(lines)
 
 
 # ------------------------------------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ single derivation and a single translation.
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import Enum
 
@@ -416,10 +417,13 @@ def generate_pairs(n: int, seed: int, grammar: Grammar = DEFAULT_GRAMMAR) -> lis
 
 def generate_aligned(n: int, seed: int, grammar: Grammar = DEFAULT_GRAMMAR) -> list[AlignedPair]:
     """The pairs of `generate_pairs(n, seed, grammar)` with their word alignments."""
-    return [
-        AlignedPair(" ".join(source), " ".join(word for word, _ in target), tuple(i for _, i in target))
-        for source, target in _derive(n, seed, grammar)
-    ]
+    return list(iter_aligned(n, seed, grammar))
+
+
+def iter_aligned(n: int, seed: int, grammar: Grammar = DEFAULT_GRAMMAR) -> Iterator[AlignedPair]:
+    """`generate_aligned(n, seed, grammar)` one pair at a time, for corpora too large to hold."""
+    for source, target in _derive(n, seed, grammar):
+        yield AlignedPair(" ".join(source), " ".join(word for word, _ in target), tuple(i for _, i in target))
 
 
 def describe() -> str:
