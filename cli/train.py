@@ -117,11 +117,9 @@ def train(
 ) -> None:
     """Train a model, keeping the best checkpoint by dev BLEU (best.pt) and the latest (last.pt)."""
     # deferred: torch and the library load only when the command runs, so that `nmt --help` is quick
-    from nmt.config import load_yaml_config
     from nmt.errors import UserError
     from nmt.models import architecture
-    from nmt.training import resolve_configs, resume_point
-    from nmt.training import train as run_training
+    from nmt.training import train_from_settings
 
     given = dict(locals())
     given["bleu_tokenize"] = bleu_tokenize.value if bleu_tokenize is not None else None
@@ -159,17 +157,19 @@ def train(
         if name not in model_fields:
             flag = "--" + name.replace("_", "-")
             raise UserError(f"{flag} does not apply to model '{model.value}' (it has no '{name}' option)")
-    # The YAML's values are checked against their types here, so that an error names the file.
-    yaml_model, yaml_train = (
-        load_yaml_config(config, architecture(model.value).config) if config else ({}, {})
-    )
-    checkpoint = resume_from or (out / "last.pt" if resume else None)
-    point = resume_point(checkpoint) if checkpoint is not None else None  # read once, for configs and run
-    model_config, train_config = resolve_configs(
-        model.value, preset, {**yaml_model, **model_flags}, {**yaml_train, **overrides}, resume=point
-    )
     try:
-        result = run_training(data, model.value, model_config, train_config, out, resume=point, force=force)
+        result = train_from_settings(
+            data,
+            model.value,
+            out,
+            preset=preset,
+            config_file=config,
+            model_settings=model_flags,
+            train_settings=overrides,
+            resume=resume,
+            resume_from=resume_from,
+            force=force,
+        )
     except RuntimeError as error:
         message = lost_process_message(error, out)
         if message is None:

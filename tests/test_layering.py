@@ -1,8 +1,9 @@
 """The package's shape: imports only go down, nothing outside nmt/models asks which architecture it holds, the
 library never prints, modules stay readable, and the distribution installs every package folder.
 
-Layers, top to bottom: the CLI -> nmt.benchmark -> nmt.{training, decoding, evaluation}, nmt.plots ->
-nmt.checkpoint -> nmt.models -> nmt.data -> the small shared modules (nmt.config, nmt.errors, nmt.files, ...).
+Layers, top to bottom: the CLI -> nmt.api (the Python API; the `nmt` package loads it lazily), nmt.benchmark
+-> nmt.{training, decoding, evaluation}, nmt.plots -> nmt.checkpoint -> nmt.models -> nmt.data -> the small
+shared modules (nmt.config, nmt.errors, nmt.files, ...).
 """
 
 from __future__ import annotations
@@ -102,6 +103,7 @@ def test_the_library_never_imports_the_cli():
 @pytest.mark.parametrize(
     ("importers", "forbidden"),
     [
+        ("nmt.api", ("nmt.benchmark",)),
         ("nmt.models", ("nmt.training", "nmt.decoding", "nmt.evaluation", "nmt.benchmark", "nmt.checkpoint")),
         ("nmt.data", ("nmt.models", "nmt.training", "nmt.decoding", "nmt.evaluation", "nmt.benchmark")),
         ("nmt.decoding", ("nmt.training", "nmt.evaluation", "nmt.benchmark", "nmt.plots")),
@@ -116,6 +118,19 @@ def test_the_library_never_imports_the_cli():
 )
 def test_imports_only_go_down(importers, forbidden):
     assert offenders(importers, forbidden) == []
+
+
+def test_the_package_facade_loads_the_api_lazily():
+    """`nmt/__init__.py` imports nmt.api in a function (its `__getattr__`), never at module level."""
+    tree = ast.parse(MODULES["nmt"].read_text(encoding="utf-8"))
+    top_level = [node for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))]
+    assert [ast.unparse(node) for node in top_level if "nmt" in ast.unparse(node)] == []
+    assert internal_imports("nmt") <= {"nmt.api"}
+
+
+def test_nothing_but_the_cli_and_the_package_facade_imports_the_api():
+    importers = {line.split()[0] for line in offenders("nmt", ("nmt.api",))}
+    assert {m for m in importers if not under(m, "nmt.cli") and m != "nmt"} == set()
 
 
 def test_nothing_but_the_cli_imports_the_benchmark():
@@ -142,6 +157,9 @@ def test_decoding_never_names_a_concrete_model():
 
 def test_the_import_graph_has_no_circles():
     graph = {m: internal_imports(m) for m in MODULES}
+    # The package facade imports nmt.api only inside its PEP 562 `__getattr__`, which runs once `nmt` is
+    # initialised (test_the_package_facade_loads_the_api_lazily): reading `nmt.__version__` never runs it.
+    graph["nmt"] = graph["nmt"] - {"nmt.api"}
     # Tarjan's strongly connected components: every component of more than one module is a circle.
     index: dict[str, int] = {}
     low: dict[str, int] = {}

@@ -64,6 +64,7 @@ class ScoredText:
     text: str
     score: float  # the search's ranking score (length-normalised log-probability)
     log_prob: float
+    pieces: list[str]  # its target subwords, without EOS
 
 
 @dataclass
@@ -334,7 +335,15 @@ def _translate_chunk(
     translations = []
     for i, line in enumerate(chunk):
         nbest = hypotheses[i]
-        texts = [ScoredText(one_line(tokenizers.target.decode(h.tokens)), h.score, h.log_prob) for h in nbest]
+        texts = [
+            ScoredText(
+                one_line(tokenizers.target.decode(h.tokens)),
+                h.score,
+                h.log_prob,
+                tokenizers.target.id_to_piece(h.tokens),
+            )
+            for h in nbest
+        ]
         best = nbest[0] if nbest else None
         translations.append(
             Translation(

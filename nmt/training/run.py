@@ -1,17 +1,21 @@
 """The library's entry point for training: `train()`, and the configs of a new or resumed run.
 
+    result = train_from_settings(data_dir, "transformer", run_dir, preset="small", train_settings={...})
+    # or, with the configs already built:
     configs = resolve_configs("transformer", "small", model_overrides, train_overrides)
     result = train(data_dir, "transformer", *configs, run_dir)
 
-`train` checks the data, the configs and the run directory, sets up the device and the processes of data
-parallelism, and leaves the run itself to the `Trainer` (nmt/training/trainer.py). A run that never started
-leaves no directory behind.
+`train_from_settings` is `nmt train` as a function (the command only turns its options into settings) and
+`nmt.api.train`. `train` checks the data, the configs and the run directory, sets up the device and the
+processes of data parallelism, and leaves the run itself to the `Trainer` (nmt/training/trainer.py). A run
+that never started leaves no directory behind.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,13 +23,14 @@ from typing import Any
 import torch
 
 from nmt.checkpoint import Checkpoint, load_checkpoint
-from nmt.config import TrainConfig, from_dict, to_dict
+from nmt.config import TrainConfig, from_dict, load_yaml_config, to_dict
 from nmt.data.prepared import PreparedData
 from nmt.data.tokenizer import TokenizerPair
 from nmt.devices import prepare_device, resolve_device
 from nmt.errors import UserError
 from nmt.files import remove_stale_temporaries
 from nmt.models import ModelConfig, architecture, model_config, train_config
+from nmt.models.presets import DEFAULT_PRESET
 from nmt.training import distributed
 from nmt.training.run_files import LAST, check_resumable, prepare_run_dir, vocab_checksum, write_config
 from nmt.training.setup import set_up
@@ -118,6 +123,39 @@ def resolve_configs(
             )
     train = from_dict(TrainConfig, {**checkpoint.train_state["train_config"], **train_overrides})
     return model, train
+
+
+def train_from_settings(
+    data_dir: Path | str,
+    arch: str,
+    run_dir: Path | str,
+    *,
+    preset: str = DEFAULT_PRESET,
+    config_file: Path | str | None = None,
+    model_settings: Mapping[str, Any] | None = None,
+    train_settings: Mapping[str, Any] | None = None,
+    resume: bool = False,
+    resume_from: Path | str | None = None,
+    force: bool = False,
+) -> TrainResult:
+    """Train `arch` as `nmt train` does: the configs are the preset's, then a YAML file's `model:` and
+    `train:` sections (`config_file`), then the settings given (fields of the architecture's model config and
+    of `TrainConfig`, as the command's options name them); a resumed run starts from its checkpoint's configs
+    instead of the preset's. `resume` continues from `run_dir`/last.pt, `resume_from` from another
+    checkpoint; `force` starts over in a run directory that holds checkpoints."""
+    run_dir = Path(run_dir)
+    model_type = architecture(arch).config  # an unknown name fails here, before anything is read
+    yaml_model, yaml_train = load_yaml_config(Path(config_file), model_type) if config_file else ({}, {})
+    checkpoint = Path(resume_from) if resume_from is not None else (run_dir / LAST if resume else None)
+    point = resume_point(checkpoint) if checkpoint is not None else None  # read once, for configs and run
+    model, training = resolve_configs(
+        arch,
+        preset,
+        {**yaml_model, **(model_settings or {})},
+        {**yaml_train, **(train_settings or {})},
+        resume=point,
+    )
+    return train(data_dir, arch, model, training, run_dir, resume=point, force=force)
 
 
 def train(
