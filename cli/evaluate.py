@@ -66,6 +66,14 @@ def evaluate(
     device: Annotated[
         str, typer.Option(help="Device for --checkpoint translation: auto, cpu, cuda...")
     ] = "auto",
+    int8: Annotated[
+        bool,
+        typer.Option(
+            "--int8",
+            help="Translate every --checkpoint on the CPU with int8 weights (as 'nmt translate --int8'); "
+            "to compare with float32, give the float32 translations as a --system beside them.",
+        ),
+    ] = False,
     tokenize: Annotated[
         BleuTokenizer | None,
         typer.Option(
@@ -160,17 +168,12 @@ def evaluate(
     significance tests (Koehn 2004; docs/statistics.md), and, given gold word alignments, how well each
     model's attention aligns (AER, Och and Ney 2003). BLEU's tokenizer follows the target language."""
     # deferred: the library (sacreBLEU, matplotlib) loads only when the command runs, so `nmt --help` is quick
+    from nmt.api import evaluate as evaluate_all
     from nmt.cli import eval_inputs
     from nmt.config import EvalConfig
-    from nmt.evaluation import (
-        compared_pairs,
-        evaluate_systems,
-        parse_bucket_edges,
-        resolve_eval_config,
-        write_csv,
-        write_json,
-    )
+    from nmt.evaluation import compared_pairs, parse_bucket_edges, write_csv, write_json
     from nmt.files import check_writable
+    from nmt.models.quantization import int8_device
     from nmt.plots import plot_bleu_by_length
 
     overrides = {
@@ -199,13 +202,16 @@ def evaluate(
     data, checkpoints = eval_inputs.read_test_set(
         source, reference, system or [], checkpoint or [], alignment=alignment
     )
-    config = eval_inputs.with_checkpoint_languages(
-        config, [path for _, paths in checkpoints for path in paths]
-    )
-    config = resolve_eval_config(config, data.sources)  # checks the BLEU tokenizer before translating
-    eval_inputs.translate_checkpoints(data, checkpoints, decode, device)
-    report = evaluate_systems(
-        data.sources, data.references, data.systems, config, data.gold_alignments, data.alignments
+    report = evaluate_all(
+        data.sources,
+        data.references,
+        systems=data.systems,
+        checkpoints=dict(checkpoints),
+        config=config,
+        decode=decode,
+        device=int8_device(device) if int8 else device,
+        gold_alignments=data.gold_alignments,
+        int8=int8,
     )
     typer.echo(report.format_table())
     if json is not None:

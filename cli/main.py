@@ -10,7 +10,7 @@ import sys
 import typer
 from typer.core import TyperGroup
 
-from nmt.cli import average, evaluate, prepare, score, train, translate
+from nmt.cli import average, evaluate, export, prepare, score, train, translate
 from nmt.errors import UserError, os_problem
 
 
@@ -96,6 +96,7 @@ app.command("translate")(reports_user_errors(translate.translate))
 app.command("eval", no_args_is_help=True)(reports_user_errors(evaluate.evaluate))
 app.command("average", no_args_is_help=True)(reports_user_errors(average.average))
 app.command("score", no_args_is_help=True)(reports_user_errors(score.score))
+app.command("export", no_args_is_help=True)(reports_user_errors(export.export))
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from nmt.cli.translate import INT8_HELP
 from nmt.config import DecodeConfig
 
 STDOUT = Path("-")
@@ -56,6 +57,7 @@ def score(
     device: Annotated[
         str, typer.Option(help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps.")
     ] = "auto",
+    int8: Annotated[bool, typer.Option("--int8", help=INT8_HELP)] = False,
 ) -> None:
     """Score given translations: for each line pair, the natural-log probability of the target given the
     source, summed over its subwords and the end of sentence (teacher forcing, no search). One output line per
@@ -66,6 +68,7 @@ def score(
     from nmt.devices import resolve_device
     from nmt.errors import UserError
     from nmt.files import atomic_write, check_writable, read_lines
+    from nmt.models.quantization import int8_device
 
     if batch_tokens < 1:
         raise UserError(f"--batch-tokens must be at least 1 (got {batch_tokens})")
@@ -77,8 +80,8 @@ def score(
             f"line counts differ: source {source} has {len(sources)} lines, target {target} has "
             f"{len(targets)} (every source line needs one target line)"
         )
-    torch_device = resolve_device(device)
-    model, loaded = load_translator(checkpoint, torch_device)
+    torch_device = resolve_device(int8_device(device) if int8 else device)
+    model, loaded = load_translator(checkpoint, torch_device, int8=int8)
     scores = score_pairs(
         model,
         loaded.tokenizers,

@@ -3,7 +3,7 @@ warmed up and then timed in turn, A B A B ..., so that a change in the machine's
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,7 +11,7 @@ import torch
 
 from nmt.benchmark.decoding import output_tokens
 from nmt.benchmark.report import Comparison
-from nmt.benchmark.timing import time_interleaved
+from nmt.benchmark.timing import Timing, time_interleaved
 from nmt.benchmark.training import TrainingSetup
 from nmt.decoding.search import Hypothesis
 
@@ -38,6 +38,32 @@ def compare(
 ) -> Comparison:
     """Time `candidate` and `baseline` interleaved (see `time_interleaved`); speedup > 1: candidate faster."""
     fast, slow = time_interleaved([candidate.run, baseline.run], device, warmup, repeats)
+    return comparison_of(name, work, candidate, baseline, fast, slow)
+
+
+def compare_with_each(
+    names: Sequence[str],
+    work: str,
+    candidate: Contender,
+    baselines: Sequence[Contender],
+    device: torch.device,
+    warmup: int,
+    repeats: int,
+) -> list[Comparison]:
+    """`candidate` against each of `baselines`, all timed in one interleaved loop (A B C A B C ...): one
+    comparison per baseline, named by `names`, the candidate's timing shared, so it runs once per round."""
+    timings = time_interleaved([candidate.run, *(b.run for b in baselines)], device, warmup, repeats)
+    return [
+        comparison_of(name, work, candidate, baseline, timings[0], timing)
+        for name, baseline, timing in zip(names, baselines, timings[1:], strict=True)
+    ]
+
+
+def comparison_of(
+    name: str, work: str, candidate: Contender, baseline: Contender, fast: Timing, slow: Timing
+) -> Comparison:
+    """The `Comparison` of two contenders, the candidate timed `fast` and the baseline `slow` (the names of
+    the hoped-for outcome; either may be the faster)."""
     agreement = None
     if candidate.outputs is not None and baseline.outputs is not None:
         a, b = candidate.outputs(), baseline.outputs()

@@ -1,5 +1,6 @@
 """Decoding speed: greedy and beam search (`nmt.decoding.search`) over one batch, as `nmt translate` decodes
-(float32, the default length limit and normalisation of `DecodeConfig`)."""
+(float32, or with `--int8` int8 weights on the CPU; the default length limit and normalisation of
+`DecodeConfig`)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,13 @@ import torch
 from torch import Tensor
 
 from nmt.benchmark.report import DecodingResult
-from nmt.benchmark.timing import peak_memory_mb, reset_peak_memory, time_runs
+from nmt.benchmark.timing import Timing, peak_memory_mb, reset_peak_memory, time_runs
 from nmt.config import DecodeConfig
 from nmt.data.batching import Batch
 from nmt.decoding.search import Hypothesis, beam_search, greedy_search, max_output_lengths
 from nmt.models.base import Seq2Seq
+
+FLOAT32, INT8 = "float32", "int8"  # what the weights of the decoding table's models are
 
 
 def decode(model: Seq2Seq, src: Tensor, src_lengths: Tensor, beam_size: int) -> list[Hypothesis]:
@@ -60,8 +63,10 @@ def measure_decoding(
     device: torch.device,
     warmup: int,
     repeats: int,
+    precision: str = FLOAT32,
 ) -> DecodingResult:
-    """Time decoding `batch.src` in one batch (float32, as `nmt translate` does)."""
+    """Time decoding `batch.src` in one batch, as `nmt translate` does (`precision` says which weights
+    `model` has: float32, or int8 from `nmt.models.quantization.quantize_int8`)."""
     model.to(device).eval()
     src, src_lengths = batch.src.to(device), batch.src_lengths.to(device)
     reset_peak_memory(device)
@@ -71,19 +76,60 @@ def measure_decoding(
         found[:] = decode(model, src, src_lengths, beam_size)
 
     seconds = time_runs(run, device, warmup, repeats)
-    tokens = output_tokens(found)
+    return decoding_result(name, preset, batch, beam_size, found, seconds, peak_memory_mb(device), precision)
+
+
+def decoding_result(
+    name: str,
+    preset: str,
+    batch: Batch,
+    beam_size: int,
+    found: list[Hypothesis],
+    seconds: Timing,
+    peak_mb: float,
+    precision: str = FLOAT32,
+) -> DecodingResult:
+    """The decoding table's row of a search of `batch` that found `found` in `seconds` per run."""
+    return decoding_row(name, preset, batch, beam_size, output_tokens(found), seconds, peak_mb, precision)
+
+
+def decoding_row(
+    name: str,
+    preset: str,
+    batch: Batch,
+    beam_size: int,
+    tokens: int,
+    seconds: Timing,
+    peak_mb: float,
+    precision: str = FLOAT32,
+) -> DecodingResult:
+    """The decoding table's row of a search of `batch` that wrote `tokens` target tokens (EOS included) in
+    `seconds` per run, whoever searched (ours, or a reference such as CTranslate2)."""
+    sentences = batch.src.size(0)
     return DecodingResult(
         model=name,
         preset=preset,
         search="greedy" if beam_size == 1 else "beam",
         beam_size=beam_size,
-        sentences=src.size(0),
-        source_len=src.size(1),
+        sentences=sentences,
+        source_len=batch.src.size(1),
         max_output_len=output_limit(batch.src_lengths),
-        mean_output_len=tokens / src.size(0),
+        mean_output_len=tokens / sentences,
         generated_tokens=tokens,
         seconds=seconds,
-        sentences_per_s=src.size(0) / seconds.median_s,
+        sentences_per_s=sentences / seconds.median_s,
         tokens_per_s=tokens / seconds.median_s,
-        peak_memory_mb=peak_memory_mb(device),
+        peak_memory_mb=peak_mb,
+        precision=precision,
     )
+
+
+def peak_of_one_search(
+    model: Seq2Seq, batch: Batch, beam_size: int, device: torch.device
+) -> tuple[float, list[Hypothesis]]:
+    """The peak memory (`peak_memory_mb`) of one search with `model`, and what it found. Call it while
+    `model` is the only model alive, so that the peak is that of one engine."""
+    src, src_lengths = batch.src.to(device), batch.src_lengths.to(device)
+    reset_peak_memory(device)
+    found = decode(model, src, src_lengths, beam_size)
+    return peak_memory_mb(device), found

@@ -56,6 +56,7 @@ class DecodingResult:
     sentences_per_s: float
     tokens_per_s: float
     peak_memory_mb: float
+    precision: str = "float32"  # the weights of the products: "float32", or "int8" (`nmt translate --int8`)
 
 
 @dataclass
@@ -208,13 +209,25 @@ def format_report(report: BenchReport) -> str:
             for r in report.training
         ],
     )
-    out += ["", "Decoding: one batch, float32; ms median [min-max] per batch"]
+    out += ["", "Decoding: one batch; ms median [min-max] per batch"]
     out += _table(
-        ["model", "preset", "search", "sentences", "out len", "ms/batch", "sent/s", "tok/s", "peak MiB"],
+        [
+            "model",
+            "preset",
+            "weights",
+            "search",
+            "sentences",
+            "out len",
+            "ms/batch",
+            "sent/s",
+            "tok/s",
+            "peak MiB",
+        ],
         [
             [
                 r.model,
                 r.preset,
+                r.precision,
                 "greedy" if r.beam_size == 1 else f"beam {r.beam_size}",
                 str(r.sentences),
                 f"{r.mean_output_len:.1f}/{r.max_output_len + 1}",

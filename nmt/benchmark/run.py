@@ -4,7 +4,7 @@
     write_report(report, path)    # nmt.benchmark.report
 
 Training and decoding tables first, then the references and the ablations (each adds its comparisons to the
-session), then the padding of the trainer's batches.
+session), then int8 decoding against float32 (on the CPU), then the padding of the trainer's batches.
 """
 
 from __future__ import annotations
@@ -15,7 +15,14 @@ import time
 from collections.abc import Callable
 
 from nmt.benchmark.ablations import add_ablations
-from nmt.benchmark.decoding import measure_decoding
+from nmt.benchmark.decoding import (
+    FLOAT32,
+    INT8,
+    decode,
+    decoding_result,
+    measure_decoding,
+    peak_of_one_search,
+)
 from nmt.benchmark.padding import corpus_name, measure_padding, prepared_pairs, synthetic_pairs
 from nmt.benchmark.references import add_references
 from nmt.benchmark.report import BenchReport, PaddingResult, jsonable
@@ -26,6 +33,7 @@ from nmt.benchmark.training import measure_training
 from nmt.data.batching import TokenizedPairs
 from nmt.data.prepared import PreparedData
 from nmt.models import train_config
+from nmt.models.quantization import quantize_int8
 from nmt.training.update import teacher_forced_logits
 
 logger = logging.getLogger(__name__)
@@ -44,6 +52,7 @@ def run_benchmark(settings: BenchSettings, command: str) -> BenchReport:
         add_references(session)
     if settings.ablations:
         add_ablations(session)
+    _decode_int8(session)
     padding = _padding(settings)
     notes = session.notes
     if settings.quick:
@@ -109,6 +118,80 @@ def _decode_every_small_preset(session: BenchSession) -> None:
                     session.device,
                     s.decode_warmup,
                     s.decode_repeats,
+                )
+            )
+
+
+INT8_PAPER_ARCHS = ("transformer",)  # int8 is also measured at these architectures' paper presets
+
+
+def _decode_int8(session: BenchSession) -> None:
+    """nmt's int8 decoding (`nmt translate --int8`) beside its float32 decoding, greedy and beam search: every
+    small preset and the Transformer's paper preset (base); on the CPU only, where int8 runs."""
+    if session.device.type != "cpu":
+        session.notes.append("int8 decoding runs on the CPU only: its rows were not measured on this device")
+        return
+    s = session.settings
+    shapes = [*s.small_presets.items()]
+    shapes += [(arch, preset) for arch, preset in s.paper_presets.items() if arch in INT8_PAPER_ARCHS]
+    for arch, preset in shapes:
+        for beam_size in (1, s.beam_size):
+            _int8_against_float32(session, arch, preset, beam_size)
+    session.notes.append(
+        "int8 rows: weights int8 per output row, inputs quantized per call (nmt/models/quantization.py); "
+        "each int8 row's time is from its comparison with float32 (timed in turn, in the ablations), its "
+        "peak memory from one search with only that model built"
+    )
+
+
+def _int8_against_float32(session: BenchSession, arch: str, preset: str, beam_size: int) -> None:
+    """One search of the decoding batch with `arch` at `preset` in int8 and in float32, timed in turn: a
+    comparison (with how often the outputs agree), an int8 row in the decoding table, and a float32 row
+    where the table has none for this shape yet (the paper presets)."""
+    batch = session.decode_batch
+    search = "greedy" if beam_size == 1 else f"beam {beam_size}"
+    peaks = {}
+    for precision in (INT8, FLOAT32):  # each alone: the float32 model freed before the next is built
+        model = session.build(arch, preset).eval()
+        model = quantize_int8(model) if precision == INT8 else model
+        peaks[precision], _ = peak_of_one_search(model, batch, beam_size, session.device)
+        del model
+    models = {
+        INT8: quantize_int8(session.build(arch, preset).eval()),
+        FLOAT32: session.build(arch, preset).eval(),
+    }
+    src, src_lengths = session.on_device(batch)
+    found = {precision: [] for precision in models}
+
+    def searcher(precision: str):
+        def run():
+            found[precision] = decode(models[precision], src, src_lengths, beam_size)
+            return found[precision]
+
+        return run
+
+    logger.info("decoding %s %s %s: int8 against float32", arch, preset, search)
+    comparison = session.compare_decoding(
+        f"{arch} {preset} {search}: int8 weights",
+        f"{search} over {src.size(0)} sentences",
+        (f"nmt {INT8}", searcher(INT8)),
+        (f"nmt {FLOAT32}", searcher(FLOAT32)),
+    )
+    session.ablations.append(comparison)
+    timings = {INT8: comparison.candidate_s, FLOAT32: comparison.baseline_s}
+    measured = {(r.model, r.preset, r.beam_size, r.precision) for r in session.decoding}
+    for precision in (FLOAT32, INT8):
+        if (arch, preset, beam_size, precision) not in measured:
+            session.decoding.append(
+                decoding_result(
+                    arch,
+                    preset,
+                    batch,
+                    beam_size,
+                    found[precision],
+                    timings[precision],
+                    peaks[precision],
+                    precision,
                 )
             )
 

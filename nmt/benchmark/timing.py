@@ -211,7 +211,7 @@ def describe_machine(device: torch.device, load_start: list[float] | None) -> Ma
 def library_versions() -> dict[str, str | None]:
     """Versions of Python, torch and the libraries around it; None for one that is not installed."""
     versions: dict[str, str | None] = {"python": platform.python_version(), "torch": torch.__version__}
-    for name in ("numpy", "sentencepiece", "sacrebleu", "datasets", "transformers", "psutil"):
+    for name in ("numpy", "sentencepiece", "sacrebleu", "datasets", "transformers", "ctranslate2", "psutil"):
         try:
             versions[name] = importlib.import_module(name).__version__
         except ImportError:

@@ -4,6 +4,8 @@
 - `TransformerWithoutCache`, `TransformerWithOneQuerySDPA`, `TanhRNNSearch`, `ContextEveryStepRNN` and
   `ReorderEverything`: one of our models with one fast path taken out, for the ablations.
 - `marian_model`: Hugging Face's MarianMTModel at our Transformer's shape, a reference.
+- `ctranslate2_model`, `ctranslate2_search`: our Transformer's own weights exported to CTranslate2 (float32 or
+  int8) and decoded there, a reference.
 
 Each is built from the same config as the model it stands beside, and the ablation variants load its weights,
 so that decoding with both gives the same outputs.
@@ -12,7 +14,9 @@ so that decoding with both gives the same outputs.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -20,9 +24,11 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from nmt.data.batching import Batch
-from nmt.data.special import BOS_ID, EOS_ID, PAD_ID
+from nmt.data.special import BOS_ID, EOS_ID, PAD_ID, UNK_ID
+from nmt.decoding.search import Hypothesis
 from nmt.models.base import Seq2Seq, reorder_tree, source_pad_mask
 from nmt.models.configs import RNNSearchConfig, TransformerConfig
+from nmt.models.ctranslate2_export import save_spec, transformer_spec
 from nmt.models.layers import embeddings
 from nmt.models.rnn import RNNEncoderDecoder, RNNState
 from nmt.models.rnnsearch import RNNSearch
@@ -244,3 +250,83 @@ def marian_logits(model: nn.Module, batch: Batch) -> Tensor:
     """(B, T, V) teacher-forced logits of a MarianMTModel: the `logits_of` of its `Updater`."""
     mask = batch.src.ne(PAD_ID).long()  # (B, S) 1 at real tokens, Hugging Face's convention
     return model(input_ids=batch.src, attention_mask=mask, decoder_input_ids=batch.tgt_in).logits
+
+
+# ------------------------------------------------------------------------------------------------------------
+# CTranslate2 (a reference)
+
+
+def ctranslate2_available() -> bool:
+    """Whether `ctranslate2` (the ctranslate2 extra) can be imported."""
+    try:
+        importlib.import_module("ctranslate2")
+    except ImportError:
+        return False
+    return True
+
+
+def numbered_tokens(size: int) -> list[str]:
+    """A vocabulary for the benchmark's random ids, which have no SentencePiece model: the special tokens'
+    SentencePiece names at our special ids, "w<id>" for every other id."""
+    names = {PAD_ID: "<pad>", UNK_ID: "<unk>", BOS_ID: "<s>", EOS_ID: "</s>"}
+    return [names.get(i, f"w{i}") for i in range(size)]
+
+
+def ctranslate2_model(model: Transformer, directory: Path, quantization: str) -> Path:
+    """`model` exported to a CTranslate2 model directory (`nmt.models.ctranslate2_export`), its weights
+    quantized to `quantization` ("float32", "int8")."""
+    config = model.config
+    spec = transformer_spec(
+        model, numbered_tokens(config.src_vocab_size), numbered_tokens(config.tgt_vocab_size)
+    )
+    return save_spec(spec, directory, quantization)
+
+
+def ctranslate2_translator(directory: Path, device: torch.device) -> Any:
+    """A CTranslate2 `Translator` of an exported model on `device`, with as many threads as torch uses."""
+    import ctranslate2  # deferred: optional (the ctranslate2 extra)
+
+    return ctranslate2.Translator(
+        str(directory),
+        device=device.type,
+        device_index=device.index or 0,
+        intra_threads=torch.get_num_threads() if device.type == "cpu" else 0,
+        inter_threads=1,
+    )
+
+
+def ctranslate2_search(
+    translator: Any,
+    vocab_size: int,
+    src: Tensor,
+    src_lengths: Tensor,
+    beam_size: int,
+    lengths: tuple[int, int],
+    limit: int,
+) -> Callable[[], list[Hypothesis]]:
+    """One decoding run of `translator` over our batch `src` (ids + EOS; CTranslate2 appends the EOS itself):
+    greedy for beam size 1, else beam search, every output held between `lengths` = (shortest, longest)
+    tokens, EOS included (`min_decoding_length`, `max_decoding_length`), so that it does the work ours did.
+    The hypotheses come back as our ids (of a joint vocabulary of `vocab_size`), cut to `limit` tokens (the
+    most ours may produce without EOS)."""
+    names = numbered_tokens(vocab_size)
+    ids = {name: i for i, name in enumerate(names)}
+    sources = [
+        [names[i] for i in row[: n - 1]] for row, n in zip(src.tolist(), src_lengths.tolist(), strict=True)
+    ]
+    shortest, longest = lengths
+
+    def search() -> list[Hypothesis]:
+        results = translator.translate_batch(
+            sources,
+            beam_size=beam_size,
+            min_decoding_length=shortest,
+            max_decoding_length=longest,
+            max_batch_size=0,  # the whole batch at once, as ours decodes it
+        )
+        return [
+            Hypothesis(tokens=[ids.get(t, UNK_ID) for t in r.hypotheses[0]][:limit], score=0.0, log_prob=0.0)
+            for r in results
+        ]
+
+    return search
