@@ -16,7 +16,7 @@ DEMO_PAIRS ?= 30000
 DEMO_MAX_WORDS ?= 30
 DEMO_MODELS := rnn rnnsearch transformer
 
-.PHONY: help install demo attention-lab test test-fast lint format bench reproduce clean stress
+.PHONY: help install demo attention-lab test test-fast lint format bench bench-prepare reproduce clean stress
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -115,7 +115,14 @@ attention-lab: $(STAMP)  ## scoring functions, positions and scaling side by sid
 	@echo "translation: $$(cat $(LAB_DIR)/sample.zk)"
 	@echo "Done: see $(LAB_DIR)/lab.txt, $(LAB_DIR)/lab.png, $(LAB_DIR)/encoder/ and $(LAB_DIR)/ke/"
 
-test: $(STAMP)  ## run the test suite
+TEST_STAMP := $(VENV)/.test-installed
+
+# The ctranslate2 extra (a 40 MB wheel) on top of the dev install, so that the suite tests `nmt export`.
+$(TEST_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,ctranslate2]'
+	touch $(TEST_STAMP)
+
+test: $(TEST_STAMP)  ## run the test suite
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/python -m pytest -q
 
 lint: $(STAMP)  ## ruff: lint and formatting check
@@ -144,13 +151,22 @@ stress: $(STAMP)  ## reliability at scale: kill -9, 100,000 fuzzed lines, a lost
 BENCH_ARGS ?= --quick --out docs/bench/cpu.json
 BENCH_STAMP := $(VENV)/.bench-installed
 
-# The bench extra (transformers, for the MarianMTModel reference; psutil) on top of the dev install.
+# The bench extra (transformers and ctranslate2, for the MarianMTModel and CTranslate2 references; psutil) on
+# top of the dev install.
 $(BENCH_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	touch $(BENCH_STAMP)
 
 bench: $(BENCH_STAMP)  ## speed and memory benchmarks (JSON in docs/bench/; BENCH_ARGS="--device cuda" for a GPU)
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/python -m nmt.cli.bench $(BENCH_ARGS)
+
+# make bench-prepare: `nmt prepare` at 300k, 1.2M and 4.8M pairs (Europarl it-en repeated, copies marked so that
+# they stay distinct; the synthetic pair without the corpus), 2 workers each, in a child process: wall time and
+# peak RSS in docs/bench/prepare.json and docs/prepare-scaling.png (docs/results.md, section 9).
+PREPARE_BENCH_ARGS ?=
+
+bench-prepare: $(STAMP)  ## nmt prepare at 300k/1.2M/4.8M pairs: time and peak memory (CPU, ~20 min)
+	$(OFFLINE) OMP_NUM_THREADS=1 $(BIN)/python -m nmt.cli.bench_prepare $(PREPARE_BENCH_ARGS)
 
 clean:  ## remove the virtual environment, caches and demo output
 	rm -rf $(VENV) .pytest_cache .ruff_cache $(DEMO_DIR) $(LAB_DIR) *.egg-info

@@ -26,6 +26,7 @@ BASE = {
     "eval": "-s {w}/in.txt -r {w}/ref.txt --json {w}/precious.txt",
     "average": "-o {w}/precious.pt",
     "score": "-c {rnn} -s {w}/in.txt -t {w}/ref.txt -o {w}/precious.txt",
+    "export": "-c {transformer} --out {w}/exported",
 }
 A = "--system a={w}/ref.txt"  # a valid system for nmt eval
 
@@ -48,6 +49,8 @@ MATRIX: dict[tuple[str, str], tuple[str, str]] = {
         "'vocab_size' must be an integer (got 'lots')",
     ),
     ("prepare", "recipe that is not a mapping"): ("--recipe {w}/list-recipe.yaml", "must be a mapping"),
+    ("prepare", "chunk size below one"): ("--train-prefix {w}/good --chunk-size 0", "--chunk-size"),
+    ("prepare", "memory budget too small"): ("--train-prefix {w}/good --memory-budget-mb 100", "512"),
     ("train", "missing data directory"): ("--max-steps 9 --data {w}/nowhere", "nowhere"),
     ("train", "not a prepared directory"): ("--max-steps 9 --data {w}", "not a prepared"),
     ("train", "unknown model"): ("--max-steps 9 --model lstm", "'lstm'"),
@@ -130,6 +133,7 @@ MATRIX: dict[tuple[str, str], tuple[str, str]] = {
     ("translate", "top-p above 1"): ("--sampling --top-p 1.5", "--top-p"),
     ("translate", "negative top-k"): ("--sampling --top-k -2", "--top-k"),
     ("translate", "sampling with n-best 0"): ("--sampling --nbest 0", "--nbest"),
+    ("translate", "int8 on a GPU"): ("--int8 --device cuda", "--int8"),
     ("eval", "missing system file"): ("--system a={w}/nope.txt", "nope.txt"),
     ("eval", "invalid UTF-8 system"): ("--system a={w}/latin1.de", "UTF-8"),
     ("eval", "mismatched line counts"): ("--system a={w}/short.txt", "short.txt"),
@@ -151,6 +155,7 @@ MATRIX: dict[tuple[str, str], tuple[str, str]] = {
         "vocabularies",
     ),
     ("eval", "empty ensemble member"): ("--checkpoint e={rnn}+", "ensemble"),
+    ("eval", "int8 on a GPU"): ("--checkpoint m={rnn} --int8 --device cuda", "--int8"),
     ("average", "missing checkpoint"): ("--inputs {rnn} {w}/nope.pt", "nope.pt"),
     ("average", "checkpoints of different models"): ("--inputs {rnn} {transformer}", "differ"),
     ("average", "neither --inputs nor --run-dir"): ("", "--inputs"),
@@ -163,6 +168,14 @@ MATRIX: dict[tuple[str, str], tuple[str, str]] = {
     ("score", "missing target"): ("-t {w}/nope.txt", "nope.txt"),
     ("score", "ensemble of different vocabularies"): ("-c {w}/otherrun/last.pt", "vocabularies"),
     ("score", "unknown option"): ("--per-tokn", "--per-tokn"),
+    ("score", "int8 on a GPU"): ("--int8 --device cuda", "--int8"),
+    ("export", "missing checkpoint"): ("-c {w}/nope.pt", "nope.pt"),
+    ("export", "truncated checkpoint"): ("-c {w}/truncated.pt", "truncated.pt"),
+    ("export", "checkpoint of a recurrent model"): ("-c {rnnsearch}", "only the transformer"),
+    ("export", "existing output"): ("--out {w}/precious", "--force"),
+    ("export", "replacing what is not an export"): ("--out {w}/precious --force", "not a CTranslate2 model"),
+    ("export", "unknown format"): ("--format onnx", "--format"),
+    ("export", "unknown quantization"): ("--quantization int4", "--quantization"),
 }
 
 
