@@ -173,7 +173,6 @@ def evaluate(
     from nmt.config import EvalConfig
     from nmt.evaluation import compared_pairs, parse_bucket_edges, write_csv, write_json
     from nmt.files import check_writable
-    from nmt.models.quantization import int8_device
     from nmt.plots import plot_bleu_by_length
 
     overrides = {
@@ -209,7 +208,7 @@ def evaluate(
         checkpoints=dict(checkpoints),
         config=config,
         decode=decode,
-        device=int8_device(device) if int8 else device,
+        device=_int8_device(device) if int8 else device,
         gold_alignments=data.gold_alignments,
         int8=int8,
     )
@@ -220,3 +219,11 @@ def evaluate(
         write_csv(report, csv)
     if plot is not None:
         plot_bleu_by_length(report, plot)
+
+
+def _int8_device(device: str) -> str:
+    """The device for --int8 (the CPU), imported only then: the int8 module loads torch, which scoring
+    translation files never needs."""
+    from nmt.models.quantization import int8_device
+
+    return int8_device(device)

@@ -67,6 +67,21 @@ def test_the_api_loads_torch_only_to_translate_or_train():
     assert loaded_after("from nmt import Translator, evaluate", ["torch", "nmt.api"]) == [False, True]
 
 
+def test_nmt_eval_of_translation_files_never_loads_torch(tmp_path):
+    """The command, options included (--int8's module loads torch, so it is imported only when given)."""
+    text = tmp_path / "text.txt"
+    text.write_text("a b c\nd e f\n", encoding="utf-8")
+    run_eval = (
+        "from nmt.cli.main import main; "
+        f"sys.argv = ['nmt', 'eval', '--source', {str(text)!r}, '--reference', {str(text)!r}, "
+        f"'--system', 'same={text}']\n"
+        "try:\n    main()\nexcept SystemExit as exit:\n    assert not exit.code, exit.code\n"
+    )
+    code = f"import sys\n{run_eval}print('torch' in sys.modules, file=sys.stderr)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stderr.strip().splitlines()[-1] == "False"
+
+
 def test_the_package_exports_the_api():
     from nmt import api
 
