@@ -16,6 +16,7 @@ from typing import Annotated
 import typer
 
 from nmt.cli.main import _configure_logging, reports_user_errors
+from nmt.errors import UserError
 
 DEFAULT_CORPUS = Path("../shared/corpora/europarl-it-en/train")
 
@@ -61,6 +62,7 @@ def bench_prepare(
     _configure_logging()
     from nmt.benchmark import prepare_scaling  # deferred: the benchmark loads the data pipeline's libraries
 
+    counts, baselines = _sizes(sizes), _baselines(baseline or [])
     langs = (source_lang, target_lang)
     source = corpus if prepare_scaling.corpus_available(corpus, langs) else None
     if source is None:
@@ -76,7 +78,7 @@ def bench_prepare(
 
     try:
         report = prepare_scaling.run_scaling(
-            [int(size) for size in sizes.split(",")],
+            counts,
             folder,
             [*command, "prepare"],
             source,
@@ -91,11 +93,34 @@ def bench_prepare(
     prepare_scaling.write_report(report, out)
     typer.echo(f"wrote {out}")
     if plot is not None:
-        others = dict(item.split("=", 1) for item in baseline or [])
         reports = {"nmt prepare": report}
-        reports.update({label: prepare_scaling.read_report(Path(path)) for label, path in others.items()})
+        reports.update({label: prepare_scaling.read_report(path) for label, path in baselines.items()})
         prepare_scaling.plot_report(reports, plot)
         typer.echo(f"wrote {plot}")
+
+
+def _sizes(text: str) -> list[int]:
+    """--sizes as positive integers, checked before anything runs."""
+    try:
+        sizes = [int(size) for size in text.split(",")]
+    except ValueError:
+        raise UserError(f"--sizes takes whole numbers of pairs separated by commas, got {text!r}") from None
+    if not sizes or min(sizes) < 1:
+        raise UserError(f"--sizes must all be at least 1, got {text!r}")
+    return sizes
+
+
+def _baselines(items: list[str]) -> dict[str, Path]:
+    """--baseline LABEL=FILE, each file present, checked before anything runs."""
+    baselines = {}
+    for item in items:
+        label, separator, path = item.partition("=")
+        if not separator or not label or not path:
+            raise UserError(f"--baseline takes LABEL=FILE, got {item!r}")
+        if not Path(path).is_file():
+            raise UserError(f"--baseline {label}: {path} is not a file")
+        baselines[label] = Path(path)
+    return baselines
 
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)

@@ -6,8 +6,9 @@
     translator.translate(["la commissione ha presentato la sua proposta ."], beam=5)   # -> ["..."]
     translator.score(sources, targets)                                # -> [SentenceScore, ...]
 
-`prepare`, `train` and `evaluate` are the functions the `nmt prepare`, `nmt train` and `nmt eval` commands
-call; the commands only turn options into their arguments and print what they return. `Translator` wraps the
+`prepare`, `train` and `evaluate` run what `nmt prepare`, `nmt train` and `nmt eval` run (`evaluate` is the
+function `nmt eval` calls; `prepare` and `train` wrap the library functions the other two call); the commands
+only turn options into their arguments and print what they return. `Translator` wraps the
 functions behind `nmt translate` and `nmt score` (nmt/decoding), and checks what it is given as they do, so a
 bad value is the same `nmt.errors.UserError`, with the same message, as on the command line.
 
@@ -359,6 +360,8 @@ def evaluate(
     if gold_alignments is not None:
         check_gold_alignments(gold_alignments, sources, references, Path("gold_alignments"))
     compared_pairs(config, names)
+    for paths in to_translate.values():  # a missing checkpoint found now, not after the others translated
+        check_checkpoint_files(paths)
     config = with_checkpoint_languages(config, [path for paths in to_translate.values() for path in paths])
     config = resolve_eval_config(config, sources)  # checks the BLEU tokenizer before translating
     alignments: dict[str, list[list[Link]] | None] = {}
@@ -382,6 +385,15 @@ def evaluate(
         list(gold_alignments) if gold_alignments is not None else None,
         alignments,
     )
+
+
+def check_checkpoint_files(paths: Sequence[Path]) -> None:
+    """Refuse a missing checkpoint or one that is not a file, as loading it would, before any is loaded."""
+    for path in paths:
+        if not path.exists():
+            raise UserError(f"checkpoint not found: {path}")
+        if not path.is_file():
+            raise UserError(f"checkpoint {path} is not a file")
 
 
 def with_checkpoint_languages(config: EvalConfig, checkpoints: list[Path]) -> EvalConfig:
@@ -416,8 +428,6 @@ def _agreed(side: str, codes: list[str | None]) -> str | None:
 
 __all__ = [
     "Hypothesis",
-    "SentenceScore",
-    "TrainResult",
     "Translator",
     "evaluate",
     "prepare",

@@ -187,3 +187,19 @@ def test_bad_input_is_a_user_error_with_a_clear_message(tiny_checkpoint, call, m
     translator = Translator.load(tiny_checkpoint("rnnsearch"))
     with pytest.raises(UserError, match=re.escape(message)):
         call(translator)
+
+
+def test_evaluate_refuses_a_missing_checkpoint_before_loading_any(tiny_checkpoint, monkeypatch):
+    """With both languages given no checkpoint is read for them, and a missing second checkpoint must still be
+    found before the first one translates the whole test set."""
+    loaded = []
+    monkeypatch.setattr(Translator, "load", classmethod(lambda cls, *args, **kwargs: loaded.append(args)))
+    with pytest.raises(UserError, match=re.escape("checkpoint not found: no/such.pt")):
+        nmt.evaluate(
+            ["a"],
+            ["A"],
+            checkpoints={"first": tiny_checkpoint("rnnsearch"), "second": "no/such.pt"},
+            config=EvalConfig(source_lang="src", target_lang="tgt"),
+            device="cpu",
+        )
+    assert loaded == []

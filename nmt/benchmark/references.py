@@ -11,8 +11,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import logging
 import tempfile
 from collections.abc import Callable
@@ -256,18 +254,9 @@ def _alone(session: BenchSession, load: Callable[[], Search]) -> tuple[float, li
     """The peak memory (`peak_memory_mb`) of one run of the search that `load` loads, with no other model of
     this comparison loaded, and what it found."""
     search = load()
-    _return_free_heap()
-    reset_peak_memory(session.device)  # it collects garbage first: the previous engine's model goes
+    reset_peak_memory(session.device)  # garbage collected and heap trimmed: the last engine's model goes
     found = search()
     return peak_memory_mb(session.device), found
-
-
-def _return_free_heap() -> None:
-    """Give the heap's free pages back to the operating system (glibc's `malloc_trim`), so that the resident
-    set, the CPU's peak memory measure, starts from what is in use, not from what an earlier engine freed
-    into glibc's heap; elsewhere nothing."""
-    with contextlib.suppress(OSError, AttributeError):  # not glibc
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def _decoding_row(

@@ -7,7 +7,8 @@ Dev and test are never filtered: the evaluator scores every line of the original
 (empty ones too) and `text/` stays line-aligned with what was read. The manifest records, per split, how many
 pairs were read and how many each step removed, so that `read == kept + sum(removed)`.
 
-The corpus is streamed, never held: memory depends on `chunk_size` (pairs per chunk), not on the corpus size.
+The corpus is streamed, never held: memory depends mostly on `chunk_size` (pairs per chunk) and the
+SentencePiece sample, and grows only slowly with the corpus (below).
 The training data is read three times, a chunk at a time (nmt/data/streaming.py):
 
 1. scan: clean each pair, count the empty ones, and find duplicates by a 64-bit hash of the cleaned pair

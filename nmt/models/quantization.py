@@ -94,7 +94,12 @@ def quantize_int8(model: Seq2Seq) -> Seq2Seq:
 
 def _convert(model: Seq2Seq) -> None:
     model.eval()
-    kept = {getattr(model, name) for name in FLOAT32_MODULES.get(type(model), ())}
+    kept = {  # a subclass (a benchmark variant, say) reads its weights as its parent does
+        getattr(model, name)
+        for kind, names in FLOAT32_MODULES.items()
+        if isinstance(model, kind)
+        for name in names
+    }
     tied = isinstance(model, Transformer) and model.project is None  # `logits` reads the embedding matrix
     with warnings.catch_warnings():
         # torch marks its quantized tensor types deprecated (pytorch issue 184982) while its dynamic int8
