@@ -10,6 +10,9 @@ from nmt.benchmark.prepare_scaling import measure
 
 PAIRS = 2_000
 MARGIN_MB = 12  # what 4x the pairs may add: the hash table and one byte per pair, plus the allocator's noise
+# The sum over the process and its workers is sampled (every 0.2 s) and may miss a peak: a wider margin,
+# still under what the code that held the corpus in memory added here (31 MB from 2,000 to 8,000 pairs).
+TREE_MARGIN_MB = 20
 SETTINGS = (
     "--dataset synthetic --vocab-size 200 --spm-sample 2000 --chunk-size 500 --dev-size 100 --test-size 100"
 )
@@ -27,4 +30,5 @@ def test_four_times_the_pairs_take_about_the_same_memory(tmp_path):
     small, small_tree = peak_mb(PAIRS, tmp_path / "small")
     large, large_tree = peak_mb(4 * PAIRS, tmp_path / "large")
     assert large - small < MARGIN_MB, f"{PAIRS} pairs: {small:.1f} MB, {4 * PAIRS}: {large:.1f} MB"
-    assert large_tree - small_tree < MARGIN_MB
+    tree = f"all processes: {small_tree:.1f} MB, {large_tree:.1f} MB"
+    assert large_tree - small_tree < TREE_MARGIN_MB, tree
