@@ -224,6 +224,6 @@ def evaluate(
 def _int8_device(device: str) -> str:
     """The device for --int8 (the CPU), imported only then: the int8 module loads torch, which scoring
     translation files never needs."""
-    from nmt.models.quantization import int8_device
+    from nmt.models.quantization import int8_device  # deferred: torch
 
     return int8_device(device)
