@@ -3,20 +3,15 @@
 The Python API (nmt/api.py, docs/api.md): `from nmt import Translator, prepare, train, evaluate`.
 """
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("nmt-bottleneck")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0.0.0+unknown"
+from nmt.version import __version__
 
 _API = ("Translator", "evaluate", "prepare", "train")  # what `from nmt import ...` finds in nmt.api
 __all__ = [*_API, "__version__"]
 
 
 def __getattr__(name: str):
-    """The API's names, loaded on first use (PEP 562): `import nmt` (by the CLI, and by the modules that
-    read `__version__`) stays quick, without torch or the rest of the library."""
+    """The API's names, loaded on first use (PEP 562): `import nmt` (by the CLI) stays quick, without torch
+    or the rest of the library."""
     if name in _API:
         # deferred: nmt.api imports the whole library; the lookup runs only once `nmt` is initialised
         from nmt import api

@@ -24,13 +24,13 @@ from typing import Any
 
 import torch
 
-from nmt import __version__
 from nmt.config import from_dict, to_dict
 from nmt.data.tokenizer import Tokenizer, TokenizerPair
 from nmt.errors import UserError
 from nmt.files import atomic_write
 from nmt.models import ModelConfig, architecture, build_model
 from nmt.models.base import Seq2Seq
+from nmt.version import __version__
 
 FORMAT = "nmt-checkpoint"
 VERSION = 1

@@ -46,7 +46,6 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from nmt import __version__
 from nmt.config import SYNTHETIC_DATASET, PrepareConfig, to_dict
 from nmt.data.corpus import FilterStep, carve_held_out, normalize
 from nmt.data.dedup import SeenHashes
@@ -74,6 +73,7 @@ from nmt.data.tokenizer import (
 )
 from nmt.errors import UserError
 from nmt.files import check_writable
+from nmt.version import __version__
 
 logger = logging.getLogger(__name__)
 
